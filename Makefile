@@ -1,0 +1,43 @@
+# Two entry points (see README): `make demo` and `make test`. Both set up from nothing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.deps-installed
+BUILT  := $(VENV)/.edgekit-built
+CSRC   := $(shell find csrc -type f \( -name '*.cc' -o -name '*.h' \)) CMakeLists.txt pyproject.toml
+
+.PHONY: setup build demo test test-fast test-arm bench-kernels clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch is pinned to the CPU build; an unpinned torch pulls GBs of CUDA wheels.
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+build: $(BUILT)
+
+$(BUILT): $(STAMP) $(CSRC)
+	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+demo: build
+	$(BIN)/edgekit info
+	$(BIN)/edgekit bench-kernels --quick --json out/bench-kernels.json
+
+test: build
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: build
+	$(BIN)/python -m pytest -q -m "not slow and not arm"
+
+test-arm: build
+	$(BIN)/python -m pytest -q -ra -m arm
+
+bench-kernels: build
+	$(BIN)/edgekit bench-kernels --json out/bench-kernels.json
+
+clean:
+	rm -rf build out $(BUILT)

@@ -1,0 +1,1 @@
+"""The `edgekit` command line: `main.py` wires commands, one module per command."""

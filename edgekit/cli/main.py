@@ -1,0 +1,43 @@
+"""The click group. Wiring only: each command lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgekit import EdgekitError, __version__
+
+
+class _Group(click.Group):
+    """Turns EdgekitError (user error) into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as exc:
+            click.echo(f"edgekit: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="edgekit")
+def cli() -> None:
+    """edgekit - take speech models from PyTorch to the edge.
+
+    Compress (1-8-bit codebooks, pruning), export (EKM, ONNX, TFLite),
+    run with the packed C++ runtime and benchmark on devices.
+    """
+
+
+def _register() -> None:
+    from edgekit.cli import bench_kernels, info
+
+    cli.add_command(info.info)
+    cli.add_command(bench_kernels.bench_kernels)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()
