@@ -1,0 +1,1 @@
+"""Benchmarks: kernel-level comparisons against peer runtimes (`edgekit.bench.kernels`)."""

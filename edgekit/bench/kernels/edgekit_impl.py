@@ -1,0 +1,63 @@
+"""edgekit's packed int8 x b-bit linear kernel, timed in C++ by `kernels.bench_linear`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.bench.kernels.cases import Case
+from edgekit.bench.kernels.peer import Options, Prepared
+from edgekit.bench.kernels.timing import Budget
+
+NAME = "edgekit"
+BITS = (1, 2, 3, 4, 5, 6, 7, 8)
+
+
+def missing() -> str | None:
+    """Why edgekit's kernels cannot run (extension not built), or None."""
+    try:
+        from edgekit import kernels
+
+        kernels.isa()
+    except (ImportError, AttributeError) as exc:
+        return f"edgekit kernels unavailable ({exc}); run `make build`"
+    return None
+
+
+def validate_isa(isa: str) -> None:
+    """ValueError unless `isa` names a kernel variant this build and CPU can run."""
+    from edgekit import kernels
+
+    names = list(kernels.isas()) if hasattr(kernels, "isas") else [kernels.isa(), "ref"]
+    if isa not in names:
+        raise ValueError(f"--isa {isa!r} is not available here; choose from {', '.join(names)}")
+
+
+def prepare(case: Case, opts: Options) -> Prepared:
+    """Pack the case's codes (zeros compressed when it has a mask) with unit scales."""
+    from edgekit import kernels
+
+    scale = np.ones(case.N, dtype=np.float32)
+    pw = kernels.pack(case.codes, case.bits, case.codebook, scale, mask=case.mask)
+    x = np.ascontiguousarray(case.x)
+    isa = opts.isa or kernels.isa()
+    out: list[np.ndarray] = []
+
+    def call() -> None:
+        out[:] = [kernels.linear(x, pw)]
+
+    def timer(budget: Budget) -> np.ndarray:
+        # The C++ loop times each kernel call with a steady clock; no Python in the samples.
+        ns = kernels.bench_linear(x, pw, warmup=budget.warmup, iters=budget.min_iters,
+                                  isa=opts.isa, min_time_s=budget.min_time_s)
+        return np.asarray(ns, dtype=np.int64)
+
+    return Prepared(call=call, output=lambda: out[0], weight_bytes=int(pw.nbytes),
+                    extra={"isa": isa}, timer=timer)
+
+
+def check(y: np.ndarray, case: Case, extra: dict | None = None) -> str | None:
+    """The packed kernel must reproduce the exact int32 product."""
+    if y.shape != case.acc.shape or not np.array_equal(y, case.acc):
+        bad = int(np.count_nonzero(y != case.acc)) if y.shape == case.acc.shape else -1
+        return f"int32 result differs from the numpy reference in {bad} of {case.acc.size} outputs"
+    return None
