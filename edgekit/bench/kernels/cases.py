@@ -8,6 +8,7 @@ is what all of them are checked against.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,8 @@ def parse_shapes_file(path: str | Path) -> list[tuple[int, int, int]]:
                          f"{getattr(exc, 'strerror', None) or exc}") from None
     shapes: list[tuple[int, int, int]] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].replace(",", " ").replace("x", " ").replace("X", " ")
+        # "1x640x2560" and "1,640,2560" are accepted; a lone "x" is not a separator.
+        line = re.sub(r"(?<=\d)[xX](?=\d)", " ", raw.split("#", 1)[0].replace(",", " "))
         if not line.strip():
             continue
         parts = line.split()
