@@ -16,7 +16,7 @@ from edgekit._io import atomic_write_json
 from edgekit.cli import options
 
 QUICK = {"bits": [8, 4, 2, 1], "sparsity": [0.0, 0.5], "min_time": 0.05}
-FULL = {"bits": [8, 7, 6, 5, 4, 3, 2, 1], "sparsity": [0.0, 0.5, 0.75], "min_time": 0.3}
+FULL = {"bits": [8, 6, 5, 4, 3, 2, 1], "sparsity": [0.0, 0.5, 0.75], "min_time": 0.3}
 
 
 def _int_list(text: str, what: str, lo: int, hi: int) -> list[int]:
@@ -74,7 +74,7 @@ def _host() -> str:
 @options.json_out
 @click.option("--shapes", "shapes_file", type=click.Path(dir_okay=False), default=None,
               help="File of 'M K N' lines replacing the default shapes.")
-@click.option("--bits", default=None, help="Weight bit widths, e.g. 8,4,2 (default 8..1).")
+@click.option("--bits", default=None, help="Weight bit widths, e.g. 8,4,2 (default 8,6,5,4,3,2,1).")
 @click.option("--sparsity", default=None, help="Zero-weight fractions, e.g. 0,0.5 (default 0,0.5,0.75).")
 @click.option("--peers", default="all", show_default=True,
               help="Comma-separated peers to compare against, 'all' or 'none'.")

@@ -232,3 +232,14 @@ def test_cli_bad_shapes_content_is_one_line_exit_2(tmp_path):
     res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(f)])
     assert res.exit_code == 2
     assert res.output.strip().count("\n") == 0 and "s.txt:2" in res.output
+
+
+def test_cli_missing_peer_package_is_skipped_with_a_note(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if not installed
+    res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(_shapes(tmp_path)),
+                                   "--bits", "8", "--sparsity", "0", "--peers", "litert_fc",
+                                   "--min-time", "0.002"])
+    assert res.exit_code == 0, res.output
+    assert "litert_fc skipped: needs ai-edge-litert" in res.output

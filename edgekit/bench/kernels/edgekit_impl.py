@@ -37,7 +37,7 @@ def prepare(case: Case, opts: Options) -> Prepared:
     from edgekit import kernels
 
     scale = np.ones(case.N, dtype=np.float32)
-    pw = kernels.pack(case.codes, case.bits, case.codebook, scale, mask=case.mask)
+    pw = kernels.pack(case.codes, case.bits, case.codebook.reshape(-1), scale, mask=case.mask)
     x = np.ascontiguousarray(case.x)
     isa = opts.isa or kernels.isa()
     out: list[np.ndarray] = []
