@@ -25,9 +25,12 @@ def missing() -> str | None:
 
 def validate_isa(isa: str) -> None:
     """ValueError unless `isa` names a kernel variant this build and CPU can run."""
+    why = missing()
+    if why:
+        raise ValueError(f"--isa {isa!r}: {why}")
     from edgekit import kernels
 
-    names = list(kernels.isas()) if hasattr(kernels, "isas") else [kernels.isa(), "ref"]
+    names = kernels.available_isas()
     if isa not in names:
         raise ValueError(f"--isa {isa!r} is not available here; choose from {', '.join(names)}")
 
@@ -43,7 +46,8 @@ def prepare(case: Case, opts: Options) -> Prepared:
     out: list[np.ndarray] = []
 
     def call() -> None:
-        out[:] = [kernels.linear(x, pw)]
+        # The checked call uses the same variant that is timed.
+        out[:] = [kernels.linear(x, pw, isa=opts.isa)]
 
     def timer(budget: Budget) -> np.ndarray:
         # The C++ loop times each kernel call with a steady clock; no Python in the samples.
@@ -52,7 +56,7 @@ def prepare(case: Case, opts: Options) -> Prepared:
         return np.asarray(ns, dtype=np.int64)
 
     return Prepared(call=call, output=lambda: out[0], weight_bytes=int(pw.nbytes),
-                    extra={"isa": isa}, timer=timer)
+                    extra={"isa": isa, "kernel": kernels.kernel_name(isa)}, timer=timer)
 
 
 def check(y: np.ndarray, case: Case, extra: dict | None = None) -> str | None:
