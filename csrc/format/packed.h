@@ -54,10 +54,16 @@ struct PackedLinear {
   const uint32_t* row_vblock = nullptr;  // sparse: N+1
   const int8_t* codebook = nullptr;   // (per_row ? N : 1) * 2^bits
   const float* scales = nullptr;      // N * ngroups
-  std::vector<int32_t> wsum;          // derived: sum_k w[n,k] (codebook domain, masked)
+  std::vector<int32_t> wsum;          // derived: [n * ngroups + g] = sum_{k<K in g} w[n,k]
+                                      // (codebook domain, masked weights count as 0)
+  std::vector<int8_t> lut;            // derived: each table padded to lut_stride entries so
+  int lut_stride = 16;                // 16-byte table loads never read past the codebook
 
   size_t block_bytes() const { return static_cast<size_t>(8) * bits; }
   const int8_t* table(int n) const { return codebook + (codebook_per_row ? n : 0) * (1 << bits); }
+  const int8_t* padded_table(int n) const {
+    return lut.data() + static_cast<size_t>(codebook_per_row ? n : 0) * lut_stride;
+  }
   // Stored bytes as counted by docs/format.md §1.8.
   size_t stored_bytes() const;
 };
@@ -69,7 +75,12 @@ Status make_packed_linear(const PackedHeader& h, const uint8_t* codes, size_t co
                           const int8_t* codebook, size_t codebook_len,
                           const float* scales, size_t scales_len, PackedLinear* out);
 
-// Parse the serialized form (header + 64-aligned sections) from [buf, buf+len).
+// Parse the serialized form (header + 64-aligned sections) from [buf, buf+len); the
+// buffer must end exactly after the scales section.
 Status parse_packed_linear(const uint8_t* buf, size_t len, PackedLinear* out);
+
+// Byte offset of each section in the serialized form (codes, bitmaps, offsets, codebook,
+// scales) and the total length; sizes come from the header. False if they overflow.
+bool packed_section_offsets(const PackedHeader& h, uint64_t off[5], uint64_t* total);
 
 }  // namespace edgekit

@@ -1,0 +1,93 @@
+// Shared, ISA-neutral helpers for the linear kernel family. Header-only so that every
+// per-ISA file (compiled with its own flags) can inline them.
+//
+// What it offers (ref.cc, avx2.cc, avx512.cc, avx512vbmi2.cc, neon*.cc may all use these):
+//   * PlaneSpec<BITS>      compile-time plane widths/shifts of docs/format.md §1.2
+//   * scalar_code()        one code of a 64-code block, read straight from the layout (§1.3)
+//   * decode_block_scalar  all 64 codes of a block in natural order (portable, slow path)
+//   * kExpandCtrl8         256 x 8-byte pshufb/tbl controls that scatter the compacted
+//                          codes of one bitmap byte to their dense positions (0x80 = zero)
+//   * SparseCursor         where row n's compacted stream starts (§1.5)
+//   * group_blocks()       blocks per scale group
+#pragma once
+#include <array>
+#include <cstdint>
+#include <cstring>
+
+#include "format/packed.h"
+
+namespace edgekit::kernels {
+
+template <int BITS>
+struct PlaneSpec {
+  static_assert(BITS >= 1 && BITS <= 8, "1..8 bits");
+  // Widest plane first so that the common widths 4 and 8 need a single plane.
+  static constexpr int count = BITS == 3 || BITS == 5 || BITS == 6 ? 2 : (BITS == 7 ? 3 : 1);
+  static constexpr int width(int i) {
+    constexpr int w[9][3] = {{0, 0, 0}, {1, 0, 0}, {2, 0, 0}, {2, 1, 0}, {4, 0, 0},
+                             {4, 1, 0}, {4, 2, 0}, {4, 2, 1}, {8, 0, 0}};
+    return w[BITS][i];
+  }
+  // Byte offset of plane i inside a block, and the bit position of its value in the code.
+  static constexpr int offset(int i) { return i == 0 ? 0 : 8 * width(0) + (i == 2 ? 8 * width(1) : 0); }
+  static constexpr int shift(int i) { return i == 0 ? 0 : width(0) + (i == 2 ? width(1) : 0); }
+};
+
+// Code j (0..63) of one block laid out as docs/format.md §1.3, for any bit width.
+inline int scalar_code(const PlaneSplit& ps, const uint8_t* block, int j) {
+  int code = 0, off = 0;
+  for (int i = 0; i < ps.count; ++i) {
+    const int p = ps.width[i];
+    const int seg = j / (8 * p), byte = j % (8 * p);
+    code |= ((block[off + byte] >> (seg * p)) & ((1 << p) - 1)) << ps.shift[i];
+    off += 8 * p;
+  }
+  return code;
+}
+
+// Plane by plane (not code by code) because load-time checks decode whole matrices.
+inline void decode_block_scalar(const PlaneSplit& ps, const uint8_t* block, uint8_t out[64]) {
+  std::memset(out, 0, 64);
+  for (int i = 0; i < ps.count; ++i) {
+    const int p = ps.width[i], nb = 8 * p, mask = (1 << p) - 1, sh = ps.shift[i];
+    for (int s = 0; s < 8 / p; ++s)
+      for (int b = 0; b < nb; ++b)
+        out[s * nb + b] |= static_cast<uint8_t>(((block[b] >> (s * p)) & mask) << sh);
+    block += nb;
+  }
+}
+
+// kExpandCtrl8[byte][pos] = rank of pos among the set bits of `byte` if bit pos is set,
+// else 0x80 (pshufb writes zero; on NEON tbl an index >= 16 also gives zero).
+// Adding a per-chunk offset (< 0x78) to all 8 bytes of an entry as one uint64 never
+// carries across bytes, so a lane's second chunk can be shifted by popcount(first chunk).
+struct ExpandTable {
+  uint64_t ctrl[256];
+};
+constexpr ExpandTable make_expand_table() {
+  ExpandTable t{};
+  for (int b = 0; b < 256; ++b) {
+    uint64_t v = 0;
+    int rank = 0;
+    for (int pos = 0; pos < 8; ++pos) {
+      uint64_t byte = 0x80;
+      if (b & (1 << pos)) byte = static_cast<uint64_t>(rank++);
+      v |= byte << (8 * pos);
+    }
+    t.ctrl[b] = v;
+  }
+  return t;
+}
+inline constexpr ExpandTable kExpandCtrl8 = make_expand_table();
+
+// Blocks per scale group (the whole row when group_size is 0).
+inline int group_blocks(const PackedLinear& w) {
+  return w.group_size == 0 ? w.nblocks : w.group_size / kBlockK;
+}
+
+// Start of row n's compacted code stream (sparse layouts, §1.5).
+inline const uint8_t* sparse_row_codes(const PackedLinear& w, int n) {
+  return w.codes + static_cast<size_t>(w.row_vblock[n]) * w.block_bytes();
+}
+
+}  // namespace edgekit::kernels

@@ -1,0 +1,30 @@
+// Epilogues of the linear family, shared by every variant (so integer and float outputs are
+// bit-exact across ISAs once the accumulators are). Inputs are the variant's accumulators
+// acc[(m * N + n) * ngroups + g].
+#pragma once
+#include <cstdint>
+
+#include "format/packed.h"
+
+namespace edgekit::kernels {
+
+// out[m, n] = sum_g acc[m, n, g]  (modulo 2^32).
+void epilogue_sum_groups(const PackedLinear& w, const int32_t* acc, int M, int32_t* out);
+
+// out[m, n] = x_scale * (sum_g scale[n, g] * float(acc[m, n, g])) + bias[n], evaluated in
+// float32 in exactly this order (bias may be null).
+void epilogue_f32(const PackedLinear& w, const int32_t* acc, int M, float x_scale,
+                  const float* bias, float* out);
+
+// TFLite/gemmlowp per-channel requantization of a single-group accumulator:
+// out = clamp(MultiplyByQuantizedMultiplier(acc + bias[n], mult[n], shift[n]) + out_zp).
+// shift > 0 is a left shift; acc + bias wraps modulo 2^32 like an int32 add in TFLite.
+void epilogue_q8(const PackedLinear& w, const int32_t* acc, int M, const int32_t* mult,
+                 const int32_t* shift, int32_t out_zp, const int32_t* bias, int8_t* out);
+
+// gemmlowp fixed-point primitives (exposed for tests of the C++ side).
+int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b);
+int32_t rounding_divide_by_pot(int32_t x, int exponent);
+int32_t multiply_by_quantized_multiplier(int32_t x, int32_t mult, int shift);
+
+}  // namespace edgekit::kernels
