@@ -58,7 +58,7 @@ def test_case_has_exact_zero_fraction_and_consistent_reference():
 
 def test_ort_matmulinteger_is_exact():
     pytest.importorskip("onnxruntime")
-    from edgekit.bench.kernels import ort_matmulinteger as mi
+    from edgekit.bench.kernels import ort_common, ort_matmulinteger as mi
 
     c = cases.make_case(3, 200, 24, bits=8, sparsity=0.5)
     p = mi.prepare(c, Options())
@@ -66,6 +66,9 @@ def test_ort_matmulinteger_is_exact():
     y = p.output()
     assert y.dtype == np.int32 and np.array_equal(y, c.acc)
     assert mi.check(y, c) is None and mi.check(y + 1, c) is not None
+    # The literal int8 x int8 form (a slower path in ORT) gives the same integers.
+    sess = ort_common.session(mi.build_model(c.w, c.M, activations="int8"))
+    assert np.array_equal(sess.run(None, {"A": c.x})[0], c.acc)
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])
