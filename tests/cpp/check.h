@@ -1,0 +1,37 @@
+// Shared bookkeeping of ek-test: counting checks and printing the first mismatch of each.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "kernels/linear/linear.h"
+
+namespace edgekit::test {
+
+struct Tally {
+  int passed = 0, failed = 0;
+  int printed = 0;            // failure reports shown (capped, the count is not)
+  void pass() { ++passed; }
+  void fail(const std::string& msg) {
+    ++failed;
+    if (printed++ < 40) std::printf("FAIL %s\n", msg.c_str());
+  }
+};
+
+// A variant the binary was compiled with, and whether this CPU can run it.
+struct VariantEntry {
+  const kernels::LinearVariant* v;
+  bool supported;
+};
+
+// Runs `v` on rows [n0, n1) into `acc` (which keeps its other entries), with a scratch
+// buffer followed by guard bytes; returns false if the variant wrote past its scratch size.
+bool run_variant(const kernels::LinearVariant& v, const PackedLinear& w, const int8_t* x, int M,
+                 int32_t x_zp, int n0, int n1, std::vector<int32_t>& acc);
+
+// "" if got == want, else where the first difference is: (m, n, g), want and got.
+std::string first_mismatch(const std::vector<int32_t>& want, const std::vector<int32_t>& got,
+                           int N, int ngroups);
+
+}  // namespace edgekit::test

@@ -1,0 +1,142 @@
+// ek-test: every compiled linear variant that this CPU supports, against the reference, with
+// tolerance 0, over the edge cases of cases.cc and the Python-written golden vectors.
+//
+//   ek-test [--expect-isa ISA] [--seed S] [--extra N] [--golden DIR] [--no-golden]
+//
+// Prints the ISA dispatch selected, one FAIL line per failing check (shape, bits, variant,
+// first mismatch), and ends with "<passed> passed, <failed> failed". Exit status: 0 all
+// passed, 1 a check failed, 2 bad usage or dispatch refused (e.g. EDGEKIT_ISA names an ISA
+// this CPU lacks).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cases.h"
+#include "check.h"
+#include "golden.h"
+#include "packer.h"
+#include "variants.h"
+
+namespace edgekit::test {
+namespace {
+
+struct Options {
+  std::string expect_isa;
+  uint64_t seed = 20261122;
+  int extra = 150;
+  std::string golden_dir = default_golden_dir();
+};
+
+bool parse_args(int argc, char** argv, Options* o) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (a == "--expect-isa" && has_value) o->expect_isa = argv[++i];
+    else if (a == "--seed" && has_value) o->seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (a == "--extra" && has_value) o->extra = std::atoi(argv[++i]);
+    else if (a == "--golden" && has_value) o->golden_dir = argv[++i];
+    else if (a == "--no-golden") o->golden_dir.clear();
+    else {
+      std::fprintf(stderr, "ek-test: unknown or incomplete argument '%s'\n"
+                   "usage: ek-test [--expect-isa ISA] [--seed S] [--extra N] [--golden DIR] [--no-golden]\n",
+                   a.c_str());
+      return false;
+    }
+  }
+  return o->extra >= 0;
+}
+
+// One case: the reader accepts the packer's bytes and derives the right weight sums, the
+// reference equals the int64 oracle, and every other supported variant equals the reference
+// on all rows and on a sub-range of rows (leaving the other rows untouched).
+void check_case(int idx, const Case& c, const std::vector<VariantEntry>& variants, Tally& t) {
+  const std::string what = "case " + std::to_string(idx) + " [" + c.describe() + "]";
+  const LogicalWeights lw = make_weights(c);
+  const std::vector<uint8_t> bytes = pack(lw);
+  PackedLinear w;
+  const Status st = parse_packed_linear(bytes.data(), bytes.size(), &w);
+  if (!st.ok()) return t.fail("reader rejected " + what + ": " + st.message());
+  t.pass();
+  const std::vector<int8_t> x = make_activations(c);
+  const std::vector<int32_t> oracle = oracle_accumulate(lw, x.data(), c.M, c.x_zp);
+  const int G = w.ngroups;
+  const size_t nacc = static_cast<size_t>(c.M) * c.N * G;
+
+  std::vector<int32_t> ref(nacc, 0);
+  run_variant(kernels::linear_ref, w, x.data(), c.M, c.x_zp, 0, c.N, ref);
+  const std::string ref_diff = first_mismatch(oracle, ref, c.N, G);
+  if (!ref_diff.empty()) return t.fail("ref vs oracle, " + what + ": " + ref_diff);
+  t.pass();
+
+  const int n0 = c.N / 3, n1 = c.N - c.N / 4;  // non-empty for every N >= 1
+  for (const VariantEntry& e : variants) {
+    if (!e.supported || e.v == &kernels::linear_ref) continue;
+    const std::string who = std::string(e.v->name) + " (" + e.v->isa + "), " + what;
+    std::vector<int32_t> got(nacc, 0x5A5A5A5A);
+    if (!run_variant(*e.v, w, x.data(), c.M, c.x_zp, 0, c.N, got)) {
+      t.fail(who + ": wrote past scratch_bytes");
+      continue;
+    }
+    std::string diff = first_mismatch(ref, got, c.N, G);
+    if (!diff.empty()) {
+      t.fail(who + ": vs ref, " + diff);
+      continue;
+    }
+    // Rows outside [n0, n1) must keep their sentinel: dispatch splits N across threads.
+    std::vector<int32_t> part(nacc, 0x5A5A5A5A), want(nacc, 0x5A5A5A5A);
+    for (int m = 0; m < c.M; ++m)
+      for (int n = n0; n < n1; ++n)
+        for (int g = 0; g < G; ++g) {
+          const size_t i = (static_cast<size_t>(m) * c.N + n) * G + g;
+          want[i] = ref[i];
+        }
+    run_variant(*e.v, w, x.data(), c.M, c.x_zp, n0, n1, part);
+    diff = first_mismatch(want, part, c.N, G);
+    if (!diff.empty()) {
+      t.fail(who + ": rows [" + std::to_string(n0) + ", " + std::to_string(n1) + ") only, " + diff);
+      continue;
+    }
+    t.pass();
+  }
+}
+
+}  // namespace
+}  // namespace edgekit::test
+
+int main(int argc, char** argv) {
+  using namespace edgekit::test;
+  Options opt;
+  if (!parse_args(argc, argv, &opt)) return 2;
+
+  std::printf("ek-test: cpu features: %s\n", cpu_description().c_str());
+  const std::vector<VariantEntry> variants = linear_variants();
+  for (const VariantEntry& e : variants)
+    std::printf("variant %-34s isa=%-12s %s\n", e.v->name, e.v->isa,
+                e.supported ? "run" : "skipped (this CPU lacks the ISA)");
+
+  const edgekit::kernels::LinearVariant* chosen = nullptr;
+  std::string err;
+  if (!dispatch_linear(&chosen, &err)) {
+    std::printf("ek-test: error: dispatch refused: %s\n", err.c_str());
+    return 2;
+  }
+  std::printf("dispatch: linear -> isa=%s kernel=%s\n", chosen->isa, chosen->name);
+
+  Tally t;
+  if (!opt.expect_isa.empty()) {
+    if (opt.expect_isa == chosen->isa) t.pass();
+    else t.fail("dispatch selected isa=" + std::string(chosen->isa) + ", expected " + opt.expect_isa);
+  }
+
+  const std::vector<Case> cases = make_cases(opt.seed, opt.extra);
+  for (size_t i = 0; i < cases.size(); ++i) check_case(static_cast<int>(i), cases[i], variants, t);
+  std::printf("cases: %zu (seed %llu)\n", cases.size(), static_cast<unsigned long long>(opt.seed));
+
+  if (opt.golden_dir.empty()) std::printf("golden: disabled\n");
+  else check_golden(opt.golden_dir, variants, t);
+
+  std::printf("%d passed, %d failed\n", t.passed, t.failed);
+  return t.failed ? 1 : 0;
+}
