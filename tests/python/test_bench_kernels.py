@@ -218,6 +218,7 @@ def test_cli_tiny_run_writes_checked_json_records(tmp_path):
     (["--sparsity", "1.5"], "--sparsity values must be in [0, 1)"),
     (["--peers", "tflite"], "--peers: unknown tflite"),
     (["--min-time", "0"], "--min-time must be in"),
+    (["--isa", "bogus"], "--isa 'bogus'"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
     if args[0] == "--shapes":
@@ -246,3 +247,19 @@ def test_cli_missing_peer_package_is_skipped_with_a_note(tmp_path, monkeypatch):
                                    "--min-time", "0.002"])
     assert res.exit_code == 0, res.output
     assert "litert_fc skipped: needs ai-edge-litert" in res.output
+
+
+def test_cli_wrong_peer_answer_is_not_reported(tmp_path, monkeypatch):
+    pytest.importorskip("ai_edge_litert")
+    from edgekit.bench.kernels import litert_fc as lt
+
+    # Fault injection: swap the INT4 nibbles, which LiteRT itself does not notice.
+    good = lt.pack_int4
+    monkeypatch.setattr(lt, "pack_int4", lambda w, low_nibble_first=True: good(w, False))
+    out = tmp_path / "b.json"
+    res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(_shapes(tmp_path)),
+                                   "--bits", "4", "--sparsity", "0", "--peers", "litert_fc",
+                                   "--min-time", "0.002", "--json", str(out)])
+    assert res.exit_code == 1
+    assert "FAILED litert_fc 1x96x48 bits=4" in res.output and "wrong result" in res.output
+    assert all(r["impl"] != "litert_fc" for r in json.loads(out.read_text()))
