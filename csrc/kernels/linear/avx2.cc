@@ -1,0 +1,389 @@
+// Packed linear kernel, AVX2 (docs/kernels.md, "AVX2 and VBMI2 variants").
+//
+// Exactness: vpmaddubsw saturates to int16 (two u8*s8 products can exceed 32767), so it is
+// never used. Activations are prepared once per call as int16 (x - x_zp, in [-255, 255],
+// zero-padded to Kpad) and weights are sign-extended to int16; vpmaddwd then forms pairs of
+// products whose sum (|.| <= 2 * 255 * 128) is exact in int32.
+//
+// Weights are decoded per 64-code block on 32-byte registers straight from the bit-planes
+// (docs/format.md §1.3); sparse rows decode their compacted stream and expand it in registers
+// with pshufb controls indexed by the bitmap bytes. No dense weight buffer is ever written.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/linear/linear.h"
+
+namespace edgekit::kernels {
+namespace {
+
+enum class Lookup { kAffine, kTable16, kChain };
+
+// kExpand[b]: pshufb control that moves the popcount(b) next compacted bytes to the set bit
+// positions of b and zeroes the others (0x80). Adding a byte offset o <= 8 to a control keeps
+// 0x80 entries >= 0x80 (still zeroing), which is how the second half of a pair is offset.
+constexpr std::array<uint64_t, 256> make_expand_table() {
+  std::array<uint64_t, 256> t{};
+  for (int b = 0; b < 256; ++b) {
+    uint64_t v = 0;
+    uint64_t next = 0;
+    for (int i = 0; i < 8; ++i) {
+      const uint64_t byte = ((b >> i) & 1) ? next++ : 0x80;
+      v |= byte << (8 * i);
+    }
+    t[b] = v;
+  }
+  return t;
+}
+constexpr std::array<uint64_t, 256> kExpand = make_expand_table();
+
+inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// One plane of width P of one block -> codes 0..31 (c0) and 32..63 (c1), byte per code.
+template <int P>
+inline void unpack_plane(const uint8_t* p, __m256i* c0, __m256i* c1) {
+  if constexpr (P == 8) {
+    *c0 = loadu256(p);
+    *c1 = loadu256(p + 32);
+  } else if constexpr (P == 4) {
+    const __m256i m = _mm256_set1_epi8(0x0F);
+    const __m256i v = loadu256(p);
+    *c0 = _mm256_and_si256(v, m);
+    *c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
+  } else if constexpr (P == 2) {
+    // 16 bytes hold 4 segments of 16 codes; each 128-bit lane takes one segment.
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i m = _mm256_set1_epi8(0x03);
+    *c0 = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(2, 2, 0, 0)), m);
+    *c1 = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(6, 6, 4, 4)), m);
+  } else {
+    static_assert(P == 1, "plane widths are 8, 4, 2, 1");
+    // 8 bytes hold 8 segments of 8 codes; each 64-bit lane takes one segment.
+    int64_t q;
+    std::memcpy(&q, p, 8);
+    const __m256i v = _mm256_set1_epi64x(q);
+    const __m256i m = _mm256_set1_epi8(0x01);
+    *c0 = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(3, 2, 1, 0)), m);
+    *c1 = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(7, 6, 5, 4)), m);
+  }
+}
+
+constexpr int widest_plane(int bits) { return bits >= 8 ? 8 : bits >= 4 ? 4 : bits >= 2 ? 2 : 1; }
+
+// Shifting a masked plane left inside 16-bit lanes is safe: value < 2^p and shift + p <= 8, so
+// no bit crosses into the neighbouring byte.
+template <int P, int SHIFT>
+inline void or_plane(const uint8_t* p, __m256i* c0, __m256i* c1) {
+  __m256i d0, d1;
+  unpack_plane<P>(p, &d0, &d1);
+  *c0 = _mm256_or_si256(*c0, _mm256_slli_epi16(d0, SHIFT));
+  *c1 = _mm256_or_si256(*c1, _mm256_slli_epi16(d1, SHIFT));
+}
+
+// All planes of one block (8*BITS bytes) -> b-bit codes, widest plane = low bits.
+template <int BITS>
+inline void unpack_codes(const uint8_t* p, __m256i* c0, __m256i* c1) {
+  constexpr int w0 = widest_plane(BITS);
+  unpack_plane<w0>(p, c0, c1);
+  constexpr int r1 = BITS - w0;
+  if constexpr (r1 > 0) {
+    constexpr int w1 = widest_plane(r1);
+    or_plane<w1, w0>(p + 8 * w0, c0, c1);
+    constexpr int r2 = r1 - w1;
+    if constexpr (r2 > 0) or_plane<r2, w0 + w1>(p + 8 * (w0 + w1), c0, c1);
+  }
+}
+
+template <int BITS, Lookup L>
+constexpr int table_count() {
+  return L == Lookup::kChain ? (1 << (BITS - 4)) : 1;
+}
+
+// Lookup tables as broadcast 16-entry pshufb tables. For chains table j holds
+// T_j xor T_{j-1} (T_j = entries 16j..16j+15), restarting at j = 8: see lookup().
+template <int BITS, Lookup L>
+inline void build_tables(const int8_t* cb, __m256i* t) {
+  if constexpr (L == Lookup::kTable16) {
+    alignas(16) int8_t buf[16] = {0};
+    std::memcpy(buf, cb, 1 << BITS);
+    t[0] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)));
+  } else if constexpr (L == Lookup::kChain) {
+    for (int j = 0; j < table_count<BITS, L>(); ++j) {
+      __m128i tj = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cb + 16 * j));
+      if (j % 8 != 0) tj = _mm_xor_si128(tj, _mm_loadu_si128(reinterpret_cast<const __m128i*>(cb + 16 * (j - 1))));
+      t[j] = _mm256_broadcastsi128_si256(tj);
+    }
+  } else {
+    (void)cb;
+    (void)t;
+  }
+}
+
+// Codes (bytes < 2^BITS) -> int8 weights.
+//
+// Chain: for a code c < 128 in [16a, 16a+16), idx_j = c - 16j has bit 7 clear exactly for
+// j <= a (pshufb then reads entry c & 15) and set for j > a (pshufb gives 0), so the xor of
+// the delta tables over j = 0..a telescopes to T_a[c & 15]. 8-bit codes run the chain on
+// c & 127 over T_0..T_7 and T_8..T_15 and pick by bit 7.
+template <int BITS, Lookup L>
+inline __m256i lookup(__m256i c, const __m256i* t) {
+  if constexpr (L == Lookup::kAffine) {
+    (void)t;
+    return _mm256_sub_epi8(c, _mm256_set1_epi8(static_cast<char>(1 << (BITS - 1))));
+  } else if constexpr (L == Lookup::kTable16) {
+    return _mm256_shuffle_epi8(t[0], c);
+  } else {
+    constexpr int chain = std::min(8, 1 << (BITS - 4));
+    const __m256i sixteen = _mm256_set1_epi8(16);
+    __m256i idx = BITS == 8 ? _mm256_and_si256(c, _mm256_set1_epi8(0x7F)) : c;
+    __m256i lo = _mm256_shuffle_epi8(t[0], idx);
+    __m256i hi = BITS == 8 ? _mm256_shuffle_epi8(t[8], idx) : lo;
+    for (int j = 1; j < chain; ++j) {
+      idx = _mm256_sub_epi8(idx, sixteen);
+      lo = _mm256_xor_si256(lo, _mm256_shuffle_epi8(t[j], idx));
+      if constexpr (BITS == 8) hi = _mm256_xor_si256(hi, _mm256_shuffle_epi8(t[8 + j], idx));
+    }
+    if constexpr (BITS == 8) return _mm256_blendv_epi8(lo, hi, c);
+    return lo;
+  }
+}
+
+// 64 int8 weights (two registers, natural k order) -> four registers of 16 int16.
+inline void widen(__m256i w0, __m256i w1, __m256i* w16) {
+  w16[0] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w0));
+  w16[1] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w0, 1));
+  w16[2] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w1));
+  w16[3] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w1, 1));
+}
+
+// Walks one dense row block by block.
+template <int BITS, Lookup L>
+struct DenseRow {
+  __m256i t[table_count<BITS, L>()];
+  const uint8_t* p;
+
+  void init(const PackedLinear& w, int n) {
+    build_tables<BITS, L>(w.table(n), t);
+    p = w.codes + static_cast<size_t>(n) * w.nblocks * (8 * BITS);
+  }
+  // Next block as int16 weights; false when the block is all zero (never for dense).
+  bool next(__m256i* w16) {
+    __m256i c0, c1;
+    unpack_codes<BITS>(p, &c0, &c1);
+    p += 8 * BITS;
+    widen(lookup<BITS, L>(c0, t), lookup<BITS, L>(c1, t), w16);
+    return true;
+  }
+};
+
+// Walks one sparse row: its compacted stream is decoded one virtual block (64 stored weights)
+// at a time into a small window of int8 weights (the current and the next virtual block, so a
+// dense block may straddle them); each dense block is then expanded from the window in
+// registers, 16 weights (two bitmap bytes) per pshufb.
+template <int BITS, Lookup L>
+struct SparseRow {
+  __m256i t[table_count<BITS, L>()];
+  alignas(32) uint8_t win[160];
+  const uint64_t* bm;
+  const uint8_t* vnext;
+  const uint8_t* vend;
+  int pos;
+
+  void decode_into(uint8_t* dst) {
+    if (vnext < vend) {
+      __m256i c0, c1;
+      unpack_codes<BITS>(vnext, &c0, &c1);
+      vnext += 8 * BITS;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst), lookup<BITS, L>(c0, t));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 32), lookup<BITS, L>(c1, t));
+    } else {
+      // Past the row's last virtual block: never selected by the bitmap, zeroed for tidiness.
+      std::memset(dst, 0, 64);
+    }
+  }
+
+  void init(const PackedLinear& w, int n) {
+    build_tables<BITS, L>(w.table(n), t);
+    bm = w.bitmaps + static_cast<size_t>(n) * w.nblocks;
+    vnext = w.codes + static_cast<size_t>(w.row_vblock[n]) * (8 * BITS);
+    vend = w.codes + static_cast<size_t>(w.row_vblock[n + 1]) * (8 * BITS);
+    std::memset(win, 0, sizeof(win));
+    decode_into(win);
+    decode_into(win + 64);
+    pos = 0;
+  }
+
+  bool next(__m256i* w16) {
+    const uint64_t m = *bm++;
+    if (m == 0) return false;
+    // pos < 64 and at most 48 bytes precede the last pair, so every 16-byte load ends
+    // before win + 128.
+    const uint8_t* src = win + pos;
+    for (int q = 0; q < 4; ++q) {
+      const unsigned a = (m >> (16 * q)) & 0xFF;
+      const unsigned b = (m >> (16 * q + 8)) & 0xFF;
+      const int pa = _mm_popcnt_u32(a);
+      const __m128i ctrl = _mm_set_epi64x(
+          static_cast<int64_t>(kExpand[b] + static_cast<uint64_t>(pa) * 0x0101010101010101ULL),
+          static_cast<int64_t>(kExpand[a]));
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+      w16[q] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, ctrl));
+      src += pa + _mm_popcnt_u32(b);
+    }
+    pos = static_cast<int>(src - win);
+    if (pos >= 64) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(win), _mm256_load_si256(reinterpret_cast<const __m256i*>(win + 64)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(win + 32), _mm256_load_si256(reinterpret_cast<const __m256i*>(win + 96)));
+      decode_into(win + 64);
+      pos -= 64;
+    }
+    return true;
+  }
+};
+
+inline int32_t hsum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// sum over one block of x16[k] * w16[k], as 8 int32 partial sums.
+inline __m256i dot_block(const int16_t* x, const __m256i* w16) {
+  const __m256i p0 = _mm256_madd_epi16(loadu256(x), w16[0]);
+  const __m256i p1 = _mm256_madd_epi16(loadu256(x + 16), w16[1]);
+  const __m256i p2 = _mm256_madd_epi16(loadu256(x + 32), w16[2]);
+  const __m256i p3 = _mm256_madd_epi16(loadu256(x + 48), w16[3]);
+  return _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3));
+}
+
+inline int group_blocks(const PackedLinear& w) { return w.group_size == 0 ? w.nblocks : w.group_size / kBlockK; }
+
+// M == 1: R rows per pass share each load of x; accumulators stay in registers.
+template <class Row, int R>
+void rows_m1(const PackedLinear& w, const int16_t* xs, int32_t* acc, int n) {
+  Row rows[R];
+  for (int r = 0; r < R; ++r) rows[r].init(w, n + r);
+  const int gb = group_blocks(w);
+  for (int g = 0; g < w.ngroups; ++g) {
+    __m256i a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm256_setzero_si256();
+    const int b1 = std::min(w.nblocks, (g + 1) * gb);
+    for (int b = g * gb; b < b1; ++b) {
+      const int16_t* xb = xs + static_cast<size_t>(b) * kBlockK;
+      const __m256i x0 = loadu256(xb), x1 = loadu256(xb + 16);
+      const __m256i x2 = loadu256(xb + 32), x3 = loadu256(xb + 48);
+      for (int r = 0; r < R; ++r) {
+        __m256i w16[4];
+        if (!rows[r].next(w16)) continue;
+        const __m256i p01 = _mm256_add_epi32(_mm256_madd_epi16(x0, w16[0]), _mm256_madd_epi16(x1, w16[1]));
+        const __m256i p23 = _mm256_add_epi32(_mm256_madd_epi16(x2, w16[2]), _mm256_madd_epi16(x3, w16[3]));
+        a[r] = _mm256_add_epi32(a[r], _mm256_add_epi32(p01, p23));
+      }
+    }
+    for (int r = 0; r < R; ++r) acc[static_cast<size_t>(n + r) * w.ngroups + g] = hsum(a[r]);
+  }
+}
+
+constexpr int kMChunk = 16;  // activation rows sharing one decoded block (accumulators on stack)
+
+// M > 1: each block is decoded once and used for every activation row of the chunk.
+template <class Row>
+void rows_mm(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1) {
+  const int gb = group_blocks(w);
+  const size_t N = static_cast<size_t>(w.N);
+  __m256i am[kMChunk];
+  for (int m0 = 0; m0 < M; m0 += kMChunk) {
+    const int mc = std::min(kMChunk, M - m0);
+    for (int n = n0; n < n1; ++n) {
+      Row row;
+      row.init(w, n);
+      for (int g = 0; g < w.ngroups; ++g) {
+        for (int m = 0; m < mc; ++m) am[m] = _mm256_setzero_si256();
+        const int b1 = std::min(w.nblocks, (g + 1) * gb);
+        for (int b = g * gb; b < b1; ++b) {
+          __m256i w16[4];
+          if (!row.next(w16)) continue;
+          const int16_t* xb = xs + static_cast<size_t>(m0) * w.Kpad + static_cast<size_t>(b) * kBlockK;
+          for (int m = 0; m < mc; ++m, xb += w.Kpad) am[m] = _mm256_add_epi32(am[m], dot_block(xb, w16));
+        }
+        for (int m = 0; m < mc; ++m) acc[((m0 + m) * N + n) * w.ngroups + g] = hsum(am[m]);
+      }
+    }
+  }
+}
+
+template <int BITS, Lookup L, bool SPARSE>
+void run(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1) {
+  using Row = std::conditional_t<SPARSE, SparseRow<BITS, L>, DenseRow<BITS, L>>;
+  if (M > 1) {
+    rows_mm<Row>(w, xs, M, acc, n0, n1);
+    return;
+  }
+  int n = n0;
+  for (; n + 4 <= n1; n += 4) rows_m1<Row, 4>(w, xs, acc, n);
+  for (; n < n1; ++n) rows_m1<Row, 1>(w, xs, acc, n);
+}
+
+template <int BITS, bool SPARSE>
+void run_bits(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1) {
+  if (w.affine) {
+    run<BITS, Lookup::kAffine, SPARSE>(w, xs, M, acc, n0, n1);
+  } else if constexpr (BITS <= 4) {
+    run<BITS, Lookup::kTable16, SPARSE>(w, xs, M, acc, n0, n1);
+  } else {
+    run<BITS, Lookup::kChain, SPARSE>(w, xs, M, acc, n0, n1);
+  }
+}
+
+template <bool SPARSE>
+void run_sparsity(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1) {
+  switch (w.bits) {
+    case 1: run_bits<1, SPARSE>(w, xs, M, acc, n0, n1); break;
+    case 2: run_bits<2, SPARSE>(w, xs, M, acc, n0, n1); break;
+    case 3: run_bits<3, SPARSE>(w, xs, M, acc, n0, n1); break;
+    case 4: run_bits<4, SPARSE>(w, xs, M, acc, n0, n1); break;
+    case 5: run_bits<5, SPARSE>(w, xs, M, acc, n0, n1); break;
+    case 6: run_bits<6, SPARSE>(w, xs, M, acc, n0, n1); break;
+    case 7: run_bits<7, SPARSE>(w, xs, M, acc, n0, n1); break;
+    default: run_bits<8, SPARSE>(w, xs, M, acc, n0, n1); break;
+  }
+}
+
+size_t scratch_bytes(const PackedLinear& w, int M) {
+  return static_cast<size_t>(M) * w.Kpad * sizeof(int16_t) + 32;
+}
+
+// x - x_zp as int16, zero-padded to Kpad so padding codes contribute nothing.
+int16_t* prepare_x(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, void* scratch) {
+  auto base = reinterpret_cast<uintptr_t>(scratch);
+  auto* xs = reinterpret_cast<int16_t*>((base + 31) & ~static_cast<uintptr_t>(31));
+  for (int m = 0; m < M; ++m) {
+    const int8_t* xr = x + static_cast<size_t>(m) * w.K;
+    int16_t* dst = xs + static_cast<size_t>(m) * w.Kpad;
+    for (int k = 0; k < w.K; ++k) dst[k] = static_cast<int16_t>(xr[k] - x_zp);
+    for (int k = w.K; k < w.Kpad; ++k) dst[k] = 0;
+  }
+  return xs;
+}
+
+void accumulate(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, int32_t* acc, int n0,
+                int n1, void* scratch) {
+  if (M <= 0 || n0 >= n1) return;
+  const int16_t* xs = prepare_x(w, x, M, x_zp, scratch);
+  if (w.sparse) {
+    run_sparsity<true>(w, xs, M, acc, n0, n1);
+  } else {
+    run_sparsity<false>(w, xs, M, acc, n0, n1);
+  }
+}
+
+}  // namespace
+
+// extern: external linkage even where linear.h did not declare it (EDGEKIT_HAVE_AVX2 unset).
+extern const LinearVariant linear_avx2 = {"avx2", "linear_qs8_qc1to8w_4x64__avx2", scratch_bytes, accumulate};
+
+}  // namespace edgekit::kernels
