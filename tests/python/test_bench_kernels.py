@@ -95,7 +95,7 @@ def _litert_case(bits):
     return cases.make_case(2, 96, 40, bits=bits)
 
 
-@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("bits", [8, 4, 2])
 def test_litert_fc_equals_numpy_quantized_model_within_one_lsb(bits):
     pytest.importorskip("ai_edge_litert")
     from edgekit.bench.kernels import litert_fc as lt
@@ -110,24 +110,28 @@ def test_litert_fc_equals_numpy_quantized_model_within_one_lsb(bits):
     assert lt.check(y, c, {"_quant": q}) is None
 
 
-def test_litert_wrongly_packed_int4_is_caught():
+@pytest.mark.parametrize("bits", [4, 2])
+def test_litert_wrongly_packed_subbyte_weights_are_caught(bits):
     pytest.importorskip("ai_edge_litert")
     from edgekit.bench.kernels import litert_fc as lt
 
-    c = _litert_case(4)
+    c = _litert_case(bits)
     q = lt.output_quant(c.acc)
-    # LiteRT accepts the swapped nibbles silently; only the output check can tell.
-    y = lt.run_once(lt.build_model(c.w, 4, c.M, q, int4_low_first=False), c.x)
+    # LiteRT accepts the reversed order silently; only the output check can tell.
+    y = lt.run_once(lt.build_model(c.w, bits, c.M, q, low_first=False), c.x)
     problem = lt.check(y, c, {"_quant": q})
     assert problem is not None and "LSB" in problem
 
 
-def test_int4_packing_is_low_nibble_first():
+def test_subbyte_packing_puts_the_first_element_in_the_low_bits():
     from edgekit.bench.kernels import litert_fc as lt
 
-    assert lt.pack_int4(np.array([1, -2, 7], np.int8)) == bytes([0xE1, 0x07])
+    assert lt.pack_subbyte(np.array([1, -2, 7], np.int8), 4) == bytes([0xE1, 0x07])
+    assert lt.pack_subbyte(np.array([1, -2, -1, 0, 1], np.int8), 2) == bytes([0x39, 0x01])
     with pytest.raises(ValueError):
-        lt.pack_int4(np.array([8], np.int8))
+        lt.pack_subbyte(np.array([8], np.int8), 4)
+    with pytest.raises(ValueError):
+        lt.pack_subbyte(np.array([2], np.int8), 2)
 
 
 # ---------------------------------------------------------------- ratios and targets
@@ -254,8 +258,8 @@ def test_cli_wrong_peer_answer_is_not_reported(tmp_path, monkeypatch):
     from edgekit.bench.kernels import litert_fc as lt
 
     # Fault injection: swap the INT4 nibbles, which LiteRT itself does not notice.
-    good = lt.pack_int4
-    monkeypatch.setattr(lt, "pack_int4", lambda w, low_nibble_first=True: good(w, False))
+    good = lt.pack_subbyte
+    monkeypatch.setattr(lt, "pack_subbyte", lambda w, bits, low_first=True: good(w, bits, False))
     out = tmp_path / "b.json"
     res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(_shapes(tmp_path)),
                                    "--bits", "4", "--sparsity", "0", "--peers", "litert_fc",

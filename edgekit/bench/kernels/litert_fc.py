@@ -1,8 +1,9 @@
-"""Peer: LiteRT FULLY_CONNECTED, int8 activations x int8 or INT4 weights, one thread.
+"""Peer: LiteRT FULLY_CONNECTED, int8 activations x int8, INT4 or INT2 weights, one thread.
 
 The .tflite flatbuffer is written with LiteRT's own schema object API (no TensorFlow).
-LiteRT runs it through its default delegate (XNNPACK) when the delegate takes the node;
-which path ran is recorded in every result.
+LiteRT runs it through its default delegate (XNNPACK) when the delegate takes the node
+(int8 and INT4 here; INT2 falls back to LiteRT's builtin kernel); which path ran is
+recorded in every result.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from edgekit.bench.kernels.cases import Case
 from edgekit.bench.kernels.peer import Options, Prepared
 
 NAME = "litert_fc"
-BITS = (8, 4)
+BITS = (8, 4, 2)
 
 # Arbitrary but fixed quantization of the integer data: the check models the requantization
 # exactly, so the values only need to keep the multiplier well inside int8's range.
@@ -34,17 +35,25 @@ def missing() -> str | None:
     return None
 
 
-def pack_int4(w: np.ndarray, low_nibble_first: bool = True) -> bytes:
-    """Signed 4-bit weights, row-major, two per byte. LiteRT wants the even element in the
-    low nibble; `low_nibble_first=False` exists only to prove a wrong layout is caught."""
+def pack_subbyte(w: np.ndarray, bits: int, low_first: bool = True) -> bytes:
+    """Signed 4- or 2-bit weights, row-major, 8/bits per byte. LiteRT wants element 0 of
+    each byte in the lowest bits; `low_first=False` (reversed order) exists only to prove
+    that a wrong layout is caught by the output check."""
+    if bits not in (4, 2):
+        raise ValueError(f"sub-byte packing is for 4 or 2 bits, got {bits}")
     flat = np.asarray(w, dtype=np.int8).reshape(-1)
-    if flat.size and (flat.min() < -8 or flat.max() > 7):
-        raise ValueError("INT4 weights must be in [-8, 7]")
-    nib = (flat.astype(np.int16) & 0xF).astype(np.uint8)
-    if nib.size % 2:
-        nib = np.append(nib, np.uint8(0))
-    lo, hi = (nib[0::2], nib[1::2]) if low_nibble_first else (nib[1::2], nib[0::2])
-    return (lo | (hi << 4)).astype(np.uint8).tobytes()
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if flat.size and (flat.min() < lo or flat.max() > hi):
+        raise ValueError(f"INT{bits} weights must be in [{lo}, {hi}]")
+    per = 8 // bits
+    vals = (flat.astype(np.int16) & ((1 << bits) - 1)).astype(np.uint8)
+    vals = np.concatenate([vals, np.zeros(-len(vals) % per, np.uint8)]).reshape(-1, per)
+    if not low_first:
+        vals = vals[:, ::-1]
+    out = np.zeros(len(vals), dtype=np.uint8)
+    for j in range(per):
+        out |= (vals[:, j] << (j * bits)).astype(np.uint8)
+    return out.tobytes()
 
 
 @dataclass(frozen=True)
@@ -69,16 +78,18 @@ def expected_output(acc: np.ndarray, q: Quant) -> np.ndarray:
     return np.clip(np.round(real), -128, 127).astype(np.int8)
 
 
-def build_model(w: np.ndarray, bits: int, M: int, q: Quant, *, int4_low_first: bool = True) -> bytes:
-    """A one-op .tflite: y(M,N) int8 = FULLY_CONNECTED(x(M,K) int8, w(N,K) int8|INT4), no bias."""
+def build_model(w: np.ndarray, bits: int, M: int, q: Quant, *, low_first: bool = True) -> bytes:
+    """A one-op .tflite: y(M,N) int8 = FULLY_CONNECTED(x(M,K) int8, w(N,K) int8|INT4|INT2),
+    no bias."""
     import flatbuffers
     import ai_edge_litert.schema_py_generated as fb
 
     N, K = w.shape
     if bits == 8:
         data, wtype = np.ascontiguousarray(w, dtype=np.int8).tobytes(), fb.TensorType.INT8
-    elif bits == 4:
-        data, wtype = pack_int4(w, int4_low_first), fb.TensorType.INT4
+    elif bits in (4, 2):
+        data = pack_subbyte(w, bits, low_first)
+        wtype = fb.TensorType.INT4 if bits == 4 else fb.TensorType.INT2
     else:
         raise ValueError(f"litert_fc supports bits {BITS}, got {bits}")
 
