@@ -54,6 +54,23 @@ def test_case_has_exact_zero_fraction_and_consistent_reference():
     assert np.array_equal(again.codes, c.codes) and np.array_equal(again.x, c.x)
 
 
+def test_time_calls_honours_min_time_and_min_iters():
+    from edgekit.bench.kernels.timing import Budget, summarize_ns, time_calls
+
+    calls = []
+    ns = time_calls(lambda: calls.append(1), Budget(warmup=3, min_time_s=0.0, min_iters=7))
+    assert len(ns) == 7 and len(calls) == 10 and (ns >= 0).all()
+    import time
+
+    t0 = time.perf_counter()
+    ns = time_calls(lambda: None, Budget(warmup=0, min_time_s=0.02, min_iters=1))
+    assert time.perf_counter() - t0 >= 0.02 and len(ns) > 100
+    med, p90 = summarize_ns(np.array([1000, 2000, 3000, 4000, 100000]))
+    assert med == 3.0 and 4.0 < p90 < 100.0
+    with pytest.raises(ValueError):
+        summarize_ns(np.array([]))
+
+
 # ---------------------------------------------------------------- peers vs numpy
 
 def test_ort_matmulinteger_is_exact():
