@@ -1,0 +1,336 @@
+// linear, AVX-512 BW + VNNI. Design and exactness arguments: docs/kernels.md.
+//
+// Two paths, chosen per matrix:
+//  * affine dense: vpdpbusd(acc, codes_u8, x_s8) straight on the decoded codes (no table
+//    lookup at all), then acc - 2^(b-1) * sum_x[m,g] - x_zp * wsum[n,g].
+//  * table / sparse: w = codebook[code] (vpshufb tables, or a subtract for affine b >= 5),
+//    vpdpbusd(acc, x ^ 0x80, w), then acc - (128 + x_zp) * wsum[n,g].
+// vpdpbusd (not vpdpbusds) wraps modulo 2^32 like the reference, and u8 x s8 products
+// summed in fours never saturate an int32 lane, so both are exact.
+// Rows are processed NT = 4 at a time (x loads and table setup shared) and activation
+// rows MT <= 4 at a time, so each decoded block feeds up to 16 vpdpbusd.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/linear/common.h"
+#include "kernels/linear/linear.h"
+
+namespace edgekit::kernels {
+namespace {
+
+constexpr int NT = 4;
+
+// Rotate counts for a broadcast plane of width W whose values go to bit `sh` of the code:
+// qword q of the register holds segment q / W (docs/format.md §1.3).
+template <int W, int SH>
+struct SegCounts {
+  alignas(64) static constexpr int64_t v[8] = {
+      ((0 / W) * W - SH) & 63, ((1 / W) * W - SH) & 63, ((2 / W) * W - SH) & 63, ((3 / W) * W - SH) & 63,
+      ((4 / W) * W - SH) & 63, ((5 / W) * W - SH) & 63, ((6 / W) * W - SH) & 63, ((7 / W) * W - SH) & 63};
+};
+
+template <int W>
+inline __m512i bcast_plane(const uint8_t* p) {
+  if constexpr (W == 8) {
+    return _mm512_loadu_si512(p);
+  } else if constexpr (W == 4) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  } else if constexpr (W == 2) {
+    return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    int64_t v;
+    std::memcpy(&v, p, 8);
+    return _mm512_set1_epi64(v);
+  }
+}
+
+// The 64 codes of one block in natural order, one byte each.
+template <int BITS>
+inline __m512i decode_codes(const uint8_t* blk) {
+  using P = PlaneSpec<BITS>;
+  constexpr int w0 = P::width(0);
+  __m512i c;
+  if constexpr (w0 == 8) {
+    c = _mm512_loadu_si512(blk);
+  } else {
+    const __m512i cnt = _mm512_load_si512(SegCounts<w0, 0>::v);
+    c = _mm512_and_si512(_mm512_srlv_epi64(bcast_plane<w0>(blk), cnt), _mm512_set1_epi8((1 << w0) - 1));
+  }
+  if constexpr (P::count > 1) {
+    constexpr int w1 = P::width(1), s1 = P::shift(1);
+    const __m512i v = _mm512_rorv_epi64(bcast_plane<w1>(blk + P::offset(1)), _mm512_load_si512(SegCounts<w1, s1>::v));
+    c = _mm512_ternarylogic_epi32(c, v, _mm512_set1_epi8(static_cast<char>(((1 << w1) - 1) << s1)), 0xF8);  // c | (v & m)
+  }
+  if constexpr (P::count > 2) {
+    constexpr int w2 = P::width(2), s2 = P::shift(2);
+    const __m512i v = _mm512_rorv_epi64(bcast_plane<w2>(blk + P::offset(2)), _mm512_load_si512(SegCounts<w2, s2>::v));
+    c = _mm512_ternarylogic_epi32(c, v, _mm512_set1_epi8(static_cast<char>(((1 << w2) - 1) << s2)), 0xF8);
+  }
+  return c;
+}
+
+// Codebook lookup of decoded codes for one row (table = padded_table(n)).
+template <int BITS>
+inline __m512i lookup(__m512i c, const int8_t* table, bool affine) {
+  if constexpr (BITS <= 4) {
+    (void)affine;
+    return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table))), c);
+  } else {
+    if (affine) return _mm512_sub_epi8(c, _mm512_set1_epi8(static_cast<char>(1 << (BITS - 1))));
+    // 16-entry lookups on the low nibble, each one merged where the high bits select it.
+    const __m512i lo = _mm512_and_si512(c, _mm512_set1_epi8(0x0F));
+    const __m512i hi = _mm512_and_si512(c, _mm512_set1_epi8(static_cast<char>(0xF0)));
+    __m512i w = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table))), lo);
+    for (int j = 1; j < (1 << (BITS - 4)); ++j) {
+      const __mmask64 k = _mm512_cmpeq_epi8_mask(hi, _mm512_set1_epi8(static_cast<char>(j << 4)));
+      const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table + 16 * j)));
+      w = _mm512_mask_shuffle_epi8(w, k, t, lo);
+    }
+    return w;
+  }
+}
+
+// Prepared activations, carved out of the caller's scratch.
+struct Prep {
+  int M, Kpad, ngroups;
+  uint8_t* xu;  // (M, Kpad): x ^ 0x80, zero padding (contributes 0 to any dot product)
+  int8_t* xs;   // (M, Kpad): x, zero padding
+  int32_t* sx;  // (M, ngroups): sum of x over the group (affine path correction)
+};
+
+size_t align64(size_t v) { return (v + 63) & ~size_t{63}; }
+
+size_t avx512_scratch(const PackedLinear& w, int M) {
+  return 2 * align64(static_cast<size_t>(M) * w.Kpad) + align64(static_cast<size_t>(M) * w.ngroups * 4) + 64;
+}
+
+Prep prepare(const PackedLinear& w, const int8_t* x, int M, void* scratch) {
+  auto* base = static_cast<uint8_t*>(scratch);
+  const size_t xbytes = align64(static_cast<size_t>(M) * w.Kpad);
+  Prep p{M, w.Kpad, w.ngroups, base, reinterpret_cast<int8_t*>(base + xbytes),
+         reinterpret_cast<int32_t*>(base + 2 * xbytes)};
+  const int gb = group_blocks(w);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi8(1);
+  for (int m = 0; m < M; ++m) {
+    const int8_t* xr = x + static_cast<size_t>(m) * w.K;
+    uint8_t* xu = p.xu + static_cast<size_t>(m) * w.Kpad;
+    int8_t* xs = p.xs + static_cast<size_t>(m) * w.Kpad;
+    for (int g = 0; g < w.ngroups; ++g) {
+      __m512i s = _mm512_setzero_si512();
+      for (int b = g * gb; b < std::min((g + 1) * gb, w.nblocks); ++b) {
+        const int valid = std::min(64, w.K - 64 * b);
+        const __mmask64 k = valid == 64 ? ~__mmask64{0} : (__mmask64{1} << valid) - 1;
+        const __m512i v = _mm512_maskz_loadu_epi8(k, xr + 64 * b);
+        _mm512_store_si512(xs + 64 * b, v);
+        _mm512_store_si512(xu + 64 * b, _mm512_maskz_mov_epi8(k, _mm512_xor_si512(v, flip)));
+        s = _mm512_dpbusd_epi32(s, ones, v);
+      }
+      p.sx[m * w.ngroups + g] = _mm512_reduce_add_epi32(s);
+    }
+  }
+  return p;
+}
+
+// Final value of one accumulator: horizontal sum plus the zero-point correction.
+inline void store_acc(int32_t* acc, const PackedLinear& w, int m, int n, int g, __m512i a, int32_t corr) {
+  const uint32_t v = static_cast<uint32_t>(_mm512_reduce_add_epi32(a)) - static_cast<uint32_t>(corr);
+  acc[(static_cast<size_t>(m) * w.N + n) * w.ngroups + g] = static_cast<int32_t>(v);
+}
+
+// Dense rows [n, n + NT) (clamped to n1 - 1; duplicates are computed but not stored) for
+// activation rows [m0, m0 + MT).
+template <int BITS, int MT, bool AFFINE>
+void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_t* acc, int n, int n1) {
+  int rows[NT];
+  const uint8_t* rp[NT];
+  const int8_t* tab[NT];
+  for (int i = 0; i < NT; ++i) {
+    rows[i] = std::min(n + i, n1 - 1);
+    rp[i] = w.codes + static_cast<size_t>(rows[i]) * w.nblocks * w.block_bytes();
+    tab[i] = w.padded_table(rows[i]);
+  }
+  const int gb = group_blocks(w);
+  constexpr uint32_t half = 1u << (BITS - 1);
+  for (int g = 0; g < w.ngroups; ++g) {
+    __m512i a[MT][NT];
+    for (int m = 0; m < MT; ++m)
+      for (int i = 0; i < NT; ++i) a[m][i] = _mm512_setzero_si512();
+    const int b1 = std::min((g + 1) * gb, w.nblocks);
+    for (int b = g * gb; b < b1; ++b) {
+      __m512i wv[NT];
+      for (int i = 0; i < NT; ++i) {
+        const __m512i c = decode_codes<BITS>(rp[i] + b * (8 * BITS));
+        wv[i] = AFFINE ? c : lookup<BITS>(c, tab[i], w.affine);
+      }
+      for (int m = 0; m < MT; ++m) {
+        const size_t xo = static_cast<size_t>(m0 + m) * p.Kpad + 64 * b;
+        if constexpr (AFFINE) {
+          const __m512i xv = _mm512_load_si512(p.xs + xo);
+          for (int i = 0; i < NT; ++i) a[m][i] = _mm512_dpbusd_epi32(a[m][i], wv[i], xv);
+        } else {
+          const __m512i xv = _mm512_load_si512(p.xu + xo);
+          for (int i = 0; i < NT; ++i) a[m][i] = _mm512_dpbusd_epi32(a[m][i], xv, wv[i]);
+        }
+      }
+    }
+    for (int i = 0; i < NT; ++i) {
+      if (i > 0 && n + i >= n1) break;
+      const uint32_t ws = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
+      for (int m = 0; m < MT; ++m) {
+        uint32_t corr;
+        if constexpr (AFFINE)
+          corr = half * static_cast<uint32_t>(p.sx[(m0 + m) * w.ngroups + g]) + static_cast<uint32_t>(x_zp) * ws;
+        else
+          corr = static_cast<uint32_t>(128 + x_zp) * ws;
+        store_acc(acc, w, m0 + m, rows[i], g, a[m][i], static_cast<int32_t>(corr));
+      }
+    }
+  }
+}
+
+// One sparse row's compacted stream, decoded (and looked up) 64 codes at a time into a
+// 128-byte window so that any 16 consecutive stored weights of the current block can be
+// loaded with one unaligned load.
+struct SparseRow {
+  const uint8_t* stream;
+  const int8_t* table;
+  int64_t nvb, t, base;
+  alignas(64) int8_t win[192];
+};
+
+template <int BITS>
+inline void load_vblock(const PackedLinear& w, SparseRow& r, int64_t vb, int8_t* dst) {
+  if (vb >= r.nvb) return;  // past the row's stream: never read (t + popcount <= nnz)
+  const __m512i c = decode_codes<BITS>(r.stream + vb * (8 * BITS));
+  _mm512_store_si512(dst, lookup<BITS>(c, r.table, w.affine));
+}
+
+// Weights of one bitmap block in dense positions (0 where not stored), expanded in
+// registers: lane l takes 16 stored weights starting at its first set bit's rank and
+// scatters them with two 8-byte controls from kExpandCtrl8 (docs/kernels.md).
+template <int BITS, bool FIXED>
+inline __m512i sparse_block(const PackedLinear& w, SparseRow& r, uint64_t bm) {
+  if (r.t - r.base >= 64) {
+    _mm512_store_si512(r.win, _mm512_load_si512(r.win + 64));
+    r.base += 64;
+    load_vblock<BITS>(w, r, r.base / 64 + 1, r.win + 64);
+  }
+  if (!FIXED && bm == 0) return _mm512_setzero_si512();
+  const int8_t* src = r.win + (r.t - r.base);
+  int o1, o2, o3, total;
+  uint64_t pcs[4];
+  if constexpr (FIXED) {  // N:M with m <= 8: every byte of the bitmap holds 8n/m bits
+    const int per8 = 8 * w.nm_n / w.nm_m;
+    o1 = 2 * per8, o2 = 4 * per8, o3 = 6 * per8, total = 8 * per8;
+    for (int l = 0; l < 4; ++l) pcs[l] = static_cast<uint64_t>(per8);
+  } else {
+    o1 = __builtin_popcountll(bm & 0xFFFFull);
+    o2 = __builtin_popcountll(bm & 0xFFFFFFFFull);
+    o3 = __builtin_popcountll(bm & 0xFFFFFFFFFFFFull);
+    total = __builtin_popcountll(bm);
+    for (int l = 0; l < 4; ++l) pcs[l] = static_cast<uint64_t>(__builtin_popcountll((bm >> (16 * l)) & 0xFF));
+  }
+  constexpr uint64_t rep = 0x0101010101010101ull;
+  const uint64_t* ct = kExpandCtrl8.ctrl;
+  const __m512i ctrl = _mm512_set_epi64(
+      static_cast<long long>(ct[(bm >> 56) & 0xFF] + pcs[3] * rep), static_cast<long long>(ct[(bm >> 48) & 0xFF]),
+      static_cast<long long>(ct[(bm >> 40) & 0xFF] + pcs[2] * rep), static_cast<long long>(ct[(bm >> 32) & 0xFF]),
+      static_cast<long long>(ct[(bm >> 24) & 0xFF] + pcs[1] * rep), static_cast<long long>(ct[(bm >> 16) & 0xFF]),
+      static_cast<long long>(ct[(bm >> 8) & 0xFF] + pcs[0] * rep), static_cast<long long>(ct[bm & 0xFF]));
+  __m512i s = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+  s = _mm512_inserti32x4(s, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o1)), 1);
+  s = _mm512_inserti32x4(s, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o2)), 2);
+  s = _mm512_inserti32x4(s, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o3)), 3);
+  r.t += total;
+  return _mm512_shuffle_epi8(s, ctrl);
+}
+
+template <int BITS, int MT, bool FIXED>
+void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_t* acc, int n, int n1) {
+  int rows[NT];
+  SparseRow sr[NT];
+  for (int i = 0; i < NT; ++i) {
+    rows[i] = std::min(n + i, n1 - 1);
+    SparseRow& r = sr[i];
+    r.stream = sparse_row_codes(w, rows[i]);
+    r.table = w.padded_table(rows[i]);
+    r.nvb = static_cast<int64_t>(w.row_vblock[rows[i] + 1]) - w.row_vblock[rows[i]];
+    r.t = r.base = 0;
+    std::memset(r.win, 0, sizeof r.win);
+    load_vblock<BITS>(w, r, 0, r.win);
+    load_vblock<BITS>(w, r, 1, r.win + 64);
+  }
+  const int gb = group_blocks(w);
+  for (int g = 0; g < w.ngroups; ++g) {
+    __m512i a[MT][NT];
+    for (int m = 0; m < MT; ++m)
+      for (int i = 0; i < NT; ++i) a[m][i] = _mm512_setzero_si512();
+    const int b1 = std::min((g + 1) * gb, w.nblocks);
+    for (int b = g * gb; b < b1; ++b) {
+      __m512i wv[NT];
+      for (int i = 0; i < NT; ++i)
+        wv[i] = sparse_block<BITS, FIXED>(w, sr[i], w.bitmaps[static_cast<size_t>(rows[i]) * w.nblocks + b]);
+      for (int m = 0; m < MT; ++m) {
+        const __m512i xv = _mm512_load_si512(p.xu + static_cast<size_t>(m0 + m) * p.Kpad + 64 * b);
+        for (int i = 0; i < NT; ++i) a[m][i] = _mm512_dpbusd_epi32(a[m][i], xv, wv[i]);
+      }
+    }
+    for (int i = 0; i < NT; ++i) {
+      if (i > 0 && n + i >= n1) break;
+      const uint32_t ws = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
+      for (int m = 0; m < MT; ++m)
+        store_acc(acc, w, m0 + m, rows[i], g, a[m][i], static_cast<int32_t>(static_cast<uint32_t>(128 + x_zp) * ws));
+    }
+  }
+}
+
+template <int BITS, int MT>
+void run_tiles(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_t* acc, int n0, int n1) {
+  const bool fixed = w.nm_m != 0 && w.nm_m <= 8;
+  for (int n = n0; n < n1; n += NT) {
+    if (!w.sparse && w.affine)
+      dense_tile<BITS, MT, true>(w, p, m0, x_zp, acc, n, n1);
+    else if (!w.sparse)
+      dense_tile<BITS, MT, false>(w, p, m0, x_zp, acc, n, n1);
+    else if (fixed)
+      sparse_tile<BITS, MT, true>(w, p, m0, x_zp, acc, n, n1);
+    else
+      sparse_tile<BITS, MT, false>(w, p, m0, x_zp, acc, n, n1);
+  }
+}
+
+template <int BITS>
+void run_bits(const PackedLinear& w, const Prep& p, int M, int32_t x_zp, int32_t* acc, int n0, int n1) {
+  int m = 0;
+  for (; m + 4 <= M; m += 4) run_tiles<BITS, 4>(w, p, m, x_zp, acc, n0, n1);
+  if (M - m >= 2) {
+    run_tiles<BITS, 2>(w, p, m, x_zp, acc, n0, n1);
+    m += 2;
+  }
+  if (m < M) run_tiles<BITS, 1>(w, p, m, x_zp, acc, n0, n1);
+}
+
+void avx512_accumulate(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, int32_t* acc, int n0,
+                       int n1, void* scratch) {
+  if (M <= 0 || n0 >= n1) return;
+  const Prep p = prepare(w, x, M, scratch);
+  switch (w.bits) {
+    case 1: return run_bits<1>(w, p, M, x_zp, acc, n0, n1);
+    case 2: return run_bits<2>(w, p, M, x_zp, acc, n0, n1);
+    case 3: return run_bits<3>(w, p, M, x_zp, acc, n0, n1);
+    case 4: return run_bits<4>(w, p, M, x_zp, acc, n0, n1);
+    case 5: return run_bits<5>(w, p, M, x_zp, acc, n0, n1);
+    case 6: return run_bits<6>(w, p, M, x_zp, acc, n0, n1);
+    case 7: return run_bits<7>(w, p, M, x_zp, acc, n0, n1);
+    default: return run_bits<8>(w, p, M, x_zp, acc, n0, n1);
+  }
+}
+
+}  // namespace
+
+extern const LinearVariant linear_avx512 = {"avx512", "linear_qs8_qc1to8w_4x64__avx512vnni", avx512_scratch,
+                                            avx512_accumulate};
+
+}  // namespace edgekit::kernels
