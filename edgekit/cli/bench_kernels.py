@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import platform
 import sys
 from importlib import metadata
@@ -123,13 +122,11 @@ def bench_kernels(quick: bool, json_path: str | None, shapes_file: str | None, b
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("preparing", total=None)
-        done = itertools.count()
 
-        def step(desc: str) -> None:
-            # Called before each step, so the count of finished steps lags by one.
-            bar.update(task, description=desc, completed=next(done))
+        def progress(desc: str, done: int, total: int) -> None:
+            bar.update(task, description=desc, completed=done, total=total)
 
-        result = runner.run(config, on_step=step, on_total=lambda n: bar.update(task, total=n))
+        result = runner.run(config, on_progress=progress)
     records = table.annotate(result.records)
     table.render(records, out)
     for note in result.notes:

@@ -13,12 +13,14 @@ import numpy as np
 @dataclass(frozen=True)
 class Budget:
     """How long to measure one cell: warm-up calls, then until `min_time_s` has passed and
-    at least `min_iters` calls were timed (capped at `max_iters`)."""
+    at least `min_iters` calls were timed (capped at `max_iters`). The runner splits this
+    over `rounds` interleaved rounds; `time_calls` ignores `rounds`."""
 
     warmup: int = 5
     min_time_s: float = 0.3
     min_iters: int = 10
     max_iters: int = 1_000_000
+    rounds: int = 3
 
 
 def time_calls(fn: Callable[[], object], budget: Budget) -> np.ndarray:
