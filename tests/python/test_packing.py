@@ -301,3 +301,39 @@ def test_affine_flag_must_match_codebook():
 def test_from_bytes_needs_bytes():
     with pytest.raises(ValueError):
         kernels.PackedWeights.from_bytes("EKPW")
+
+
+# ---- golden vectors (tests/golden/README.md) ------------------------------------------
+
+def _golden_cases():
+    import pathlib
+    d = pathlib.Path(__file__).resolve().parents[1] / "golden"
+    rows = [ln.split() for ln in (d / "cases.txt").read_text().splitlines() if not ln.startswith("#")]
+    return d, rows
+
+
+def test_golden_bytes_are_reproducible():
+    import importlib.util
+    d, rows = _golden_cases()
+    spec = importlib.util.spec_from_file_location("make_golden", d / "make_golden.py")
+    mg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mg)
+    assert [c[0] for c in mg.CASES] == [r[0] for r in rows]
+    for case in mg.CASES:
+        s, x, acc = mg.build(*case)
+        assert packing.serialize(s) == (d / f"{case[0]}.ekpw").read_bytes(), case[0]
+        assert x.tobytes() == (d / f"{case[0]}.x.bin").read_bytes()
+        assert acc.astype("<i4").tobytes() == (d / f"{case[0]}.acc.bin").read_bytes()
+
+
+def test_golden_results_every_variant():
+    d, rows = _golden_cases()
+    for name, M, K, N, G, zp in rows:
+        M, K, N, G, zp = int(M), int(K), int(N), int(G), int(zp)
+        pw = kernels.PackedWeights.from_bytes((d / f"{name}.ekpw").read_bytes())
+        x = np.frombuffer((d / f"{name}.x.bin").read_bytes(), np.int8).reshape(M, K)
+        acc = np.frombuffer((d / f"{name}.acc.bin").read_bytes(), "<i4").reshape(M, N, G)
+        out = np.frombuffer((d / f"{name}.out.bin").read_bytes(), "<i4").reshape(M, N)
+        for isa in kernels.available_isas():
+            assert (kernels.accumulate(x, pw, zp, isa=isa) == acc).all(), (name, isa)
+            assert (kernels.linear(x, pw, zp, isa=isa) == out).all(), (name, isa)
