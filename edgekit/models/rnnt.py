@@ -10,7 +10,7 @@ Contract (all float32 unless noted, blank id 0 = `common.BLANK`):
     init_state(B) -> {"h", "c": (enc_layers, B, enc_dim)}
     step(chunk (B, L, 80), state) -> (enc (B, L / stack, enc_dim), state); L a multiple of
         `stack` (default chunk: `chunk_frames`). Concatenated step outputs equal `encode` on the
-        same frames (measured max abs error ~1e-6 in fp32, tested at 1e-5).
+        same frames (tested at 1e-5 max abs error in fp32; measured 0 on this CPU).
     init_pred_state(B), predict(tokens (B, U), pred_state) -> (pred (B, U, pred_dim), state)
     join(enc (..., enc_dim), pred (..., pred_dim)) -> logits (..., vocab)
 
