@@ -15,30 +15,13 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/linear/common.h"
 #include "kernels/linear/linear.h"
 
 namespace edgekit::kernels {
 namespace {
 
 enum class Lookup { kAffine, kTable16, kChain };
-
-// kExpand[b]: pshufb control that moves the popcount(b) next compacted bytes to the set bit
-// positions of b and zeroes the others (0x80). Adding a byte offset o <= 8 to a control keeps
-// 0x80 entries >= 0x80 (still zeroing), which is how the second half of a pair is offset.
-constexpr std::array<uint64_t, 256> make_expand_table() {
-  std::array<uint64_t, 256> t{};
-  for (int b = 0; b < 256; ++b) {
-    uint64_t v = 0;
-    uint64_t next = 0;
-    for (int i = 0; i < 8; ++i) {
-      const uint64_t byte = ((b >> i) & 1) ? next++ : 0x80;
-      v |= byte << (8 * i);
-    }
-    t[b] = v;
-  }
-  return t;
-}
-constexpr std::array<uint64_t, 256> kExpand = make_expand_table();
 
 inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
@@ -71,8 +54,6 @@ inline void unpack_plane(const uint8_t* p, __m256i* c0, __m256i* c1) {
   }
 }
 
-constexpr int widest_plane(int bits) { return bits >= 8 ? 8 : bits >= 4 ? 4 : bits >= 2 ? 2 : 1; }
-
 // Shifting a masked plane left inside 16-bit lanes is safe: value < 2^p and shift + p <= 8, so
 // no bit crosses into the neighbouring byte.
 template <int P, int SHIFT>
@@ -83,18 +64,13 @@ inline void or_plane(const uint8_t* p, __m256i* c0, __m256i* c1) {
   *c1 = _mm256_or_si256(*c1, _mm256_slli_epi16(d1, SHIFT));
 }
 
-// All planes of one block (8*BITS bytes) -> b-bit codes, widest plane = low bits.
+// All planes of one block (8*BITS bytes) -> b-bit codes; plane 0 holds the low bits.
 template <int BITS>
 inline void unpack_codes(const uint8_t* p, __m256i* c0, __m256i* c1) {
-  constexpr int w0 = widest_plane(BITS);
-  unpack_plane<w0>(p, c0, c1);
-  constexpr int r1 = BITS - w0;
-  if constexpr (r1 > 0) {
-    constexpr int w1 = widest_plane(r1);
-    or_plane<w1, w0>(p + 8 * w0, c0, c1);
-    constexpr int r2 = r1 - w1;
-    if constexpr (r2 > 0) or_plane<r2, w0 + w1>(p + 8 * (w0 + w1), c0, c1);
-  }
+  using P = PlaneSpec<BITS>;
+  unpack_plane<P::width(0)>(p, c0, c1);
+  if constexpr (P::count > 1) or_plane<P::width(1), P::shift(1)>(p + P::offset(1), c0, c1);
+  if constexpr (P::count > 2) or_plane<P::width(2), P::shift(2)>(p + P::offset(2), c0, c1);
 }
 
 template <int BITS, Lookup L>
@@ -208,7 +184,7 @@ struct SparseRow {
   void init(const PackedLinear& w, int n) {
     build_tables<BITS, L>(w.table(n), t);
     bm = w.bitmaps + static_cast<size_t>(n) * w.nblocks;
-    vnext = w.codes + static_cast<size_t>(w.row_vblock[n]) * (8 * BITS);
+    vnext = sparse_row_codes(w, n);
     vend = w.codes + static_cast<size_t>(w.row_vblock[n + 1]) * (8 * BITS);
     std::memset(win, 0, sizeof(win));
     decode_into(win);
@@ -227,8 +203,8 @@ struct SparseRow {
       const unsigned b = (m >> (16 * q + 8)) & 0xFF;
       const int pa = _mm_popcnt_u32(a);
       const __m128i ctrl = _mm_set_epi64x(
-          static_cast<int64_t>(kExpand[b] + static_cast<uint64_t>(pa) * 0x0101010101010101ULL),
-          static_cast<int64_t>(kExpand[a]));
+          static_cast<int64_t>(kExpandCtrl8.ctrl[b] + static_cast<uint64_t>(pa) * 0x0101010101010101ULL),
+          static_cast<int64_t>(kExpandCtrl8.ctrl[a]));
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
       w16[q] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, ctrl));
       src += pa + _mm_popcnt_u32(b);
@@ -259,8 +235,6 @@ inline __m256i dot_block(const int16_t* x, const __m256i* w16) {
   const __m256i p3 = _mm256_madd_epi16(loadu256(x + 48), w16[3]);
   return _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3));
 }
-
-inline int group_blocks(const PackedLinear& w) { return w.group_size == 0 ? w.nblocks : w.group_size / kBlockK; }
 
 // M == 1: R rows per pass share each load of x; accumulators stay in registers.
 template <class Row, int R>
