@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml requirements-dev.txt
 build: $(BUILT)
 
 $(BUILT): $(STAMP) $(CSRC)
-	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+	# flock: several shells (and helpers) may build at once; one build dir.
+	flock $(VENV)/.build.lock $(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
 demo: build
