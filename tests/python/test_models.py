@@ -314,3 +314,18 @@ def test_step_exports_to_onnx_and_matches(name, tmp_path):
     for a, b in zip(got, ref):
         assert a.shape == tuple(b.shape)
         assert float(abs(a - b.numpy()).max()) <= tol
+
+
+# ---------------------------------------------------------------- with edgekit.compress
+
+
+@pytest.mark.parametrize("name", ["rnnt", "conformer"])
+@torch.no_grad()
+def test_compressed_model_still_streams(name):
+    """The compress stage wraps our Linear/Conv1d/LSTM layers; streaming must survive that."""
+    compress = pytest.importorskip("edgekit.compress").compress
+    ex = models.info(name)["example_input"]
+    small = compress(models.build(name), "int4", calib=[ex(batch=1, seconds=0.3)]).eval()
+    assert any(type(m).__name__.startswith("Quant") for m in small.modules())
+    feats = pad_to_multiple(models.example_features(1, 0.64, seed=2), small.chunk_frames)
+    assert (_stream_asr(small, feats) - _full_asr(small, feats)).abs().max().item() <= TOL
