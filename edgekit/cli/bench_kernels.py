@@ -39,6 +39,16 @@ def _float_list(text: str, what: str) -> list[float]:
     return sorted(set(vals))
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 60.0:  # also rejects nan
+        raise EdgekitError(f"--min-time must be a number of seconds in (0, 60], got {text!r}")
+    return value
+
+
 def _peer_list(text: str, known: tuple[str, ...]) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
     if names == ["all"]:
@@ -71,17 +81,17 @@ def _host() -> str:
 @click.command("bench-kernels")
 @options.quick
 @options.json_out
-@click.option("--shapes", "shapes_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--shapes", "shapes_file", default=None, metavar="FILE",
               help="File of 'M K N' lines replacing the default shapes.")
 @click.option("--bits", default=None, help="Weight bit widths, e.g. 8,4,2 (default 8,6,5,4,3,2,1).")
 @click.option("--sparsity", default=None, help="Zero-weight fractions, e.g. 0,0.5 (default 0,0.5,0.75).")
 @click.option("--peers", default="all", show_default=True,
               help="Comma-separated peers to compare against, 'all' or 'none'.")
-@click.option("--min-time", type=float, default=None,
+@click.option("--min-time", default=None, metavar="SECONDS",
               help="Seconds to measure each cell (default 0.3; 0.05 with --quick).")
 @click.option("--isa", default=None, help="edgekit kernel ISA to time (default: best available).")
 def bench_kernels(quick: bool, json_path: str | None, shapes_file: str | None, bits: str | None,
-                  sparsity: str | None, peers: str, min_time: float | None, isa: str | None) -> None:
+                  sparsity: str | None, peers: str, min_time: str | None, isa: str | None) -> None:
     """Time edgekit's packed int8 x 1-8-bit linear kernels against onnxruntime, LiteRT and
     torch on the same random weights, one thread, every result checked before it is timed.
 
@@ -102,9 +112,7 @@ def bench_kernels(quick: bool, json_path: str | None, shapes_file: str | None, b
     bit_list = _int_list(bits, "bits", 1, 8) if bits else mode["bits"]
     sparsities = _float_list(sparsity, "sparsity") if sparsity else mode["sparsity"]
     peer_list = _peer_list(peers, runner.PEERS)
-    min_time_s = mode["min_time"] if min_time is None else min_time
-    if not 0.0 < min_time_s <= 60.0:
-        raise EdgekitError(f"--min-time must be in (0, 60] seconds, got {min_time_s}")
+    min_time_s = mode["min_time"] if min_time is None else _seconds(min_time)
     if isa is not None:
         from edgekit.bench.kernels import edgekit_impl
         try:
@@ -133,7 +141,10 @@ def bench_kernels(quick: bool, json_path: str | None, shapes_file: str | None, b
         out.print(f"note: {note}", highlight=False)
     table.print_targets(table.targets(records), out)
     if json_path:
-        atomic_write_json(json_path, records)
+        try:
+            atomic_write_json(json_path, records)
+        except OSError as exc:
+            raise EdgekitError(f"cannot write {json_path}: {exc.strerror or exc}") from None
         out.print(f"wrote {len(records)} records to {json_path}", highlight=False)
     if result.failures:
         for f in result.failures:

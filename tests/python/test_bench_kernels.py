@@ -238,12 +238,14 @@ def test_cli_tiny_run_writes_checked_json_records(tmp_path):
     (["--bits", "9"], "--bits values must be in 1..8"),
     (["--sparsity", "1.5"], "--sparsity values must be in [0, 1)"),
     (["--peers", "tflite"], "--peers: unknown tflite"),
-    (["--min-time", "0"], "--min-time must be in"),
+    (["--min-time", "0"], "--min-time must be a number of seconds in (0, 60]"),
+    (["--min-time", "abc"], "got 'abc'"),
     (["--isa", "bogus"], "--isa 'bogus'"),
+    (["--shapes", "DIR"], "cannot read shapes file"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, message):
-    if args[0] == "--shapes":
-        args = ["--shapes", str(tmp_path / "missing.txt")]
+    where = {"MISSING": str(tmp_path / "missing.txt"), "DIR": str(tmp_path)}
+    args = [where.get(a, a) for a in args]
     res = CliRunner().invoke(cli, ["bench-kernels", *args])
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
