@@ -12,6 +12,7 @@ docs/models.md for shapes and the tolerance).
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, Callable
 
 import torch
@@ -30,13 +31,15 @@ from edgekit.models.rnnt import greedy_decode as rnnt_greedy_decode
 
 SIZES = ("tiny", "small")
 
-_BUILDERS: dict[str, Callable[[str], nn.Module]] = {
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "rnnt": rnnt.build,
-    "conformer": lambda size: conformer.build(size, attention=True),
-    "conmer": lambda size: conformer.build(size, attention=False),
-    "nwc": lambda size: nwc.build(size, n_modules=1),
-    "nwc-cmrl": lambda size: nwc.build(size, n_modules=2),
+    "conformer": lambda size, **kw: conformer.build(size, attention=True, **kw),
+    "conmer": lambda size, **kw: conformer.build(size, attention=False, **kw),
+    "nwc": lambda size, **kw: nwc.build(size, n_modules=1, **kw),
+    "nwc-cmrl": lambda size, **kw: nwc.build(size, n_modules=2, **kw),
 }
+_CONFIGS = {"rnnt": rnnt.RNNTConfig, "conformer": conformer.ConformerConfig,
+            "conmer": conformer.ConformerConfig}
 
 __all__ = [
     "BLANK", "SIZES", "build", "names", "info", "ctc_greedy_decode", "rnnt_greedy_decode",
@@ -55,8 +58,11 @@ def _check(name: Any, size: Any) -> None:
         raise ValueError(f"unknown size {size!r} for {name}; valid sizes: {', '.join(SIZES)}")
 
 
-def build(name: str, size: str = "tiny", seed: int = 0) -> nn.Module:
+def build(name: str, size: str = "tiny", seed: int = 0, **config: Any) -> nn.Module:
     """Build zoo model `name` at `size` with weights drawn from `seed`, in eval mode.
+
+    `config` overrides fields of the ASR models' config dataclass (RNNTConfig,
+    ConformerConfig), e.g. `chunk_frames=64`; NWC takes none (its spec is fixed).
 
     The global torch RNG is left untouched (the build runs in a forked RNG), so building a
     model never changes what the caller's own random calls return.
@@ -65,9 +71,17 @@ def build(name: str, size: str = "tiny", seed: int = 0) -> nn.Module:
     _check(name, size)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be an int in 0..2**63-1, got {seed!r}")
+    allowed = {f.name for f in fields(_CONFIGS[name])} - {"attention"} if name in _CONFIGS else set()
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for {name}; valid: {sorted(allowed) or 'none'}")
+    for key, value in config.items():
+        low = 0 if key == "left_chunks" else 1  # every other field is a size or count
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} option {key} must be an int >= {low}, got {value!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _BUILDERS[name](size)
+        model = _BUILDERS[name](size, **config)
     return model.eval()
 
 

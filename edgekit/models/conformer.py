@@ -246,7 +246,8 @@ class Conformer(nn.Module):
         new = {"sub1": s1, "sub2": s2}
         bias = None
         if self.cfg.attention:
-            valid = torch.cat([state["kv_valid"], torch.ones_like(state["kv_valid"][:, :1]).expand(-1, x.shape[1])], 1)
+            fresh = state["kv_valid"].new_ones(x.shape[0], x.shape[1])
+            valid = torch.cat([state["kv_valid"], fresh], 1)
             bias = torch.zeros_like(valid).masked_fill(valid == 0, float("-inf"))[:, None, None, :]
             new["kv_valid"] = valid[:, x.shape[1] :]
             ks, vs = [], []
@@ -265,5 +266,8 @@ class Conformer(nn.Module):
 
 
 def build(size: str, attention: bool = True, **overrides) -> Conformer:
-    """Conformer (attention=True) or Conmer (attention=False) of the named size."""
-    return Conformer(ConformerConfig(**{**SIZES[size], "attention": attention, **overrides}))
+    """Conformer (attention=True) or Conmer (attention=False) of the named size.
+
+    `overrides` replace ConformerConfig fields (e.g. chunk_frames=64, left_chunks=4).
+    """
+    return Conformer(ConformerConfig(**{**SIZES[size], **overrides, "attention": attention}))

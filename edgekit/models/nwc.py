@@ -235,6 +235,8 @@ class NWCCodec(nn.Module):
         return out, {"in_tail": buf[:, buf.shape[1] - OVERLAP :], "out_tail": tail}
 
 
-def build(size: str, n_modules: int = 1) -> NWCCodec:
+def build(size: str, n_modules: int = 1, **overrides) -> NWCCodec:
     """NWC codec; the architecture is fixed by the spec, so 'tiny' and 'small' are identical."""
+    if overrides:
+        raise ValueError(f"the NWC architecture is fixed by its spec; got options {sorted(overrides)}")
     return NWCCodec(n_modules)

@@ -21,7 +21,7 @@ each layer its own bit depth: names are `encoder.layers.<i>`, `predictor.embed`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -215,6 +215,12 @@ def greedy_decode(model: RNNT, enc: torch.Tensor, state: dict | None = None, max
     return hyps, {"pred_state": pst, "pred": pred, "hyps": hyps}
 
 
-def build(size: str) -> RNNT:
-    """RNN-T of the named size ('tiny' or 'small'); the caller seeds the RNG."""
-    return RNNT(SIZES[size])
+def build(size: str, **overrides) -> RNNT:
+    """RNN-T of the named size ('tiny' or 'small'); `overrides` replace RNNTConfig fields.
+
+    The caller seeds the RNG.
+    """
+    cfg = replace(SIZES[size], **overrides)
+    if cfg.stack < 1 or cfg.chunk_frames % cfg.stack or cfg.chunk_frames < 1:
+        raise ValueError(f"chunk_frames ({cfg.chunk_frames}) must be a positive multiple of stack ({cfg.stack})")
+    return RNNT(cfg)

@@ -79,6 +79,19 @@ def test_bad_inputs_are_value_errors():
         codec(torch.zeros(1, 1, 480))
 
 
+@pytest.mark.parametrize("name,config,match", [
+    ("conformer", {"foo": 1}, "unknown option"),
+    ("conformer", {"chunk_frames": 30}, "multiple of 4"),
+    ("conformer", {"chunk_frames": "32"}, "int >= 1"),
+    ("conformer", {"n_heads": 5}, "divisible"),
+    ("rnnt", {"chunk_frames": 31}, "multiple of stack"),
+    ("nwc", {"chunk_frames": 480}, "valid: none"),
+])
+def test_bad_config_overrides(name, config, match):
+    with pytest.raises(ValueError, match=match):
+        models.build(name, "tiny", **config)
+
+
 # ---------------------------------------------------------------- parameter counts
 
 RANGES = {
@@ -137,6 +150,16 @@ def test_asr_streaming_equals_full(name):
     full, stream = _full_asr(model, feats), _stream_asr(model, feats)
     assert stream.shape == full.shape
     assert (stream - full).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("config", [{"chunk_frames": 64, "left_chunks": 0},
+                                    {"chunk_frames": 16, "left_chunks": 3, "conv_kernel": 7}])
+@torch.no_grad()
+def test_conformer_streaming_other_chunkings(config):
+    model = models.build("conformer", "tiny", **config)
+    assert model.chunk_frames == config["chunk_frames"]
+    feats = models.example_features(1, 1.28)
+    assert (_stream_asr(model, feats) - model(feats)).abs().max().item() <= TOL
 
 
 @torch.no_grad()
