@@ -2,7 +2,9 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/linear/linear.h"
@@ -12,10 +14,20 @@ namespace edgekit::test {
 struct Tally {
   int passed = 0, failed = 0;
   int printed = 0;            // failure reports shown (capped, the count is not)
+  std::map<std::string, std::pair<int, int>> by_variant;  // name -> (passed, failed)
   void pass() { ++passed; }
   void fail(const std::string& msg) {
     ++failed;
     if (printed++ < 40) std::printf("FAIL %s\n", msg.c_str());
+  }
+  // The same, also counted for one variant so the summary shows what each one was run on.
+  void pass(const std::string& variant) {
+    pass();
+    ++by_variant[variant].first;
+  }
+  void fail(const std::string& variant, const std::string& msg) {
+    fail(msg);
+    ++by_variant[variant].second;
   }
 };
 

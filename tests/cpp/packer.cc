@@ -136,6 +136,91 @@ std::vector<uint8_t> pack(const LogicalWeights& w) {
   return out;
 }
 
+bool unpack(const std::vector<uint8_t>& bytes, LogicalWeights* out, std::string* error) {
+  auto get = [&bytes](size_t off, auto* v) {
+    if (off + sizeof *v > bytes.size()) return false;
+    std::memcpy(v, bytes.data() + off, sizeof *v);
+    return true;
+  };
+  uint8_t bits = 0, flags = 0, nm_n = 0, nm_m = 0;
+  uint32_t N = 0, K = 0, gs = 0;
+  uint64_t sizes[5] = {};
+  bool ok = bytes.size() >= 64 && std::memcmp(bytes.data(), "EKPW", 4) == 0 && get(6, &bits) &&
+            get(7, &flags) && get(8, &N) && get(12, &K) && get(16, &gs) && get(20, &nm_n) &&
+            get(21, &nm_m);
+  for (int i = 0; i < 5 && ok; ++i) ok = get(24 + 8 * i, &sizes[i]);
+  if (!ok || bits < 1 || bits > 8 || N < 1 || K < 1 || N > (1u << 20) || K > (1u << 20)) {
+    *error = "bad header";
+    return false;
+  }
+  size_t off[5], pos = 64;
+  for (int i = 0; i < 5; ++i) {
+    off[i] = (pos + 63) / 64 * 64;
+    pos = off[i] + sizes[i];
+  }
+  if (pos != bytes.size()) {
+    *error = "sections end at " + std::to_string(pos) + ", file has " + std::to_string(bytes.size());
+    return false;
+  }
+  LogicalWeights w;
+  w.N = static_cast<int>(N), w.K = static_cast<int>(K), w.bits = bits;
+  w.per_row = flags & 1u, w.group_size = static_cast<int>(gs);
+  w.nm_n = nm_n, w.nm_m = nm_m;
+  const bool sparse = flags & 4u;
+  const int nblocks = (w.K + kBlock - 1) / kBlock;
+  const size_t bb = 8u * bits;
+  const std::vector<int> widths = plane_widths(bits);
+  // Code j of the block at `blk`: the planes, each strided-segment (§1.3).
+  auto code_at = [&](size_t blk, int j) {
+    unsigned code = 0, shift = 0, poff = 0;
+    for (int p : widths) {
+      const unsigned byte = bytes[blk + poff + j % (8 * p)];
+      code |= ((byte >> (j / (8 * p) * p)) & ((1u << p) - 1)) << shift;
+      shift += p;
+      poff += 8 * p;
+    }
+    return static_cast<uint8_t>(code);
+  };
+  w.codes.assign(static_cast<size_t>(N) * K, 0);
+  if (sparse) w.mask.assign(w.codes.size(), 0);
+  for (int n = 0; n < w.N; ++n) {
+    uint32_t vb = 0;
+    if (sparse && !get(off[2] + 4 * static_cast<size_t>(n), &vb)) ok = false;
+    size_t stream = off[0] + vb * bb, next = 0;  // sparse: position in the compacted stream
+    for (int k = 0; k < w.K && ok; ++k) {
+      const size_t i = static_cast<size_t>(n) * K + k;
+      if (!sparse) {
+        const size_t blk = off[0] + (static_cast<size_t>(n) * nblocks + k / kBlock) * bb;
+        ok = blk + bb <= off[0] + sizes[0];
+        if (ok) w.codes[i] = code_at(blk, k % kBlock);
+        continue;
+      }
+      uint64_t word = 0;
+      ok = get(off[1] + 8 * (static_cast<size_t>(n) * nblocks + k / kBlock), &word);
+      if (!ok || !((word >> (k % kBlock)) & 1)) continue;
+      w.mask[i] = 1;
+      const size_t blk = stream + next / kBlock * bb;
+      ok = blk + bb <= off[0] + sizes[0];
+      if (ok) w.codes[i] = code_at(blk, static_cast<int>(next % kBlock));
+      ++next;
+    }
+  }
+  if (!ok) {
+    *error = "a section is shorter than its contents";
+    return false;
+  }
+  if (sizes[3] != (static_cast<uint64_t>(w.per_row ? N : 1) << bits)) {
+    *error = "codebook section has the wrong size";
+    return false;
+  }
+  w.codebook.resize(sizes[3]);
+  std::memcpy(w.codebook.data(), bytes.data() + off[3], sizes[3]);
+  w.scales.resize(sizes[4] / sizeof(float));
+  std::memcpy(w.scales.data(), bytes.data() + off[4], w.scales.size() * sizeof(float));
+  *out = std::move(w);
+  return true;
+}
+
 std::vector<int32_t> oracle_accumulate(const LogicalWeights& w, const int8_t* x, int M,
                                        int32_t x_zp) {
   const int G = w.ngroups();

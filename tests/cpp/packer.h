@@ -30,6 +30,11 @@ struct LogicalWeights {
 // Header + sections, each section at a multiple of 64 from the start (docs/format.md §1.9).
 std::vector<uint8_t> pack(const LogicalWeights& w);
 
+// The inverse of pack(), also written from the spec (independent of csrc/format): the
+// logical matrix stored in `bytes`. Codes of weights that are not stored come back as 0.
+// For trusted test files only; returns false with a reason on malformed input.
+bool unpack(const std::vector<uint8_t>& bytes, LogicalWeights* out, std::string* error);
+
 // int32 accumulators by the definition in linear.h, computed in int64 straight from the
 // logical matrix (no layout involved): the oracle the reference itself is checked against.
 std::vector<int32_t> oracle_accumulate(const LogicalWeights& w, const int8_t* x, int M,

@@ -2,11 +2,20 @@
 // tolerance 0, over the edge cases of cases.cc and the Python-written golden vectors.
 //
 //   ek-test [--expect-isa ISA] [--seed S] [--extra N] [--golden DIR] [--no-golden]
+//           [--force-variant ISA]
+//
+// --force-variant runs that ISA's variant even when the CPU lacks it. It exists to prove
+// that an emulated CPU model really lacks an extension (qemu -cpu cortex-a72 must kill the
+// dotprod variant with SIGILL); without that proof, "neon passed on cortex-a72" would not
+// show the neon variant is free of ARMv8.2 instructions.
 //
 // Prints the ISA dispatch selected, one FAIL line per failing check (shape, bits, variant,
 // first mismatch), and ends with "<passed> passed, <failed> failed". Exit status: 0 all
 // passed, 1 a check failed, 2 bad usage or dispatch refused (e.g. EDGEKIT_ISA names an ISA
 // this CPU lacks).
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -22,11 +31,29 @@
 namespace edgekit::test {
 namespace {
 
+// What is running now, for the crash report: a SIMD kernel that faults (SIGSEGV, or SIGILL
+// for an instruction the CPU lacks) must still say which variant and case it was.
+std::string g_running = "startup";
+
+void on_crash(int sig) {
+  const char head[] = "\nek-test: CRASH (signal ";
+  char num[4] = {static_cast<char>('0' + sig / 10 % 10), static_cast<char>('0' + sig % 10), ')', ' '};
+  std::fflush(stdout);
+  ssize_t ignored = write(2, head, sizeof head - 1);
+  ignored = write(2, num, sizeof num);
+  ignored = write(2, g_running.data(), g_running.size());
+  ignored = write(2, "\n", 1);
+  (void)ignored;
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
 struct Options {
   std::string expect_isa;
   uint64_t seed = 20261122;
   int extra = 150;
   std::string golden_dir = default_golden_dir();
+  std::string force_isa;
 };
 
 bool parse_args(int argc, char** argv, Options* o) {
@@ -38,9 +65,11 @@ bool parse_args(int argc, char** argv, Options* o) {
     else if (a == "--extra" && has_value) o->extra = std::atoi(argv[++i]);
     else if (a == "--golden" && has_value) o->golden_dir = argv[++i];
     else if (a == "--no-golden") o->golden_dir.clear();
+    else if (a == "--force-variant" && has_value) o->force_isa = argv[++i];
     else {
       std::fprintf(stderr, "ek-test: unknown or incomplete argument '%s'\n"
-                   "usage: ek-test [--expect-isa ISA] [--seed S] [--extra N] [--golden DIR] [--no-golden]\n",
+                   "usage: ek-test [--expect-isa ISA] [--seed S] [--extra N] [--golden DIR] [--no-golden]"
+                   " [--force-variant ISA]\n",
                    a.c_str());
       return false;
     }
@@ -58,30 +87,42 @@ void check_case(int idx, const Case& c, const std::vector<VariantEntry>& variant
   PackedLinear w;
   const Status st = parse_packed_linear(bytes.data(), bytes.size(), &w);
   if (!st.ok()) return t.fail("reader rejected " + what + ": " + st.message());
+  // The derived per-group weight sums feed the zero-point correction of x86 variants.
+  const int gs = lw.group_size > 0 ? lw.group_size : lw.K;
+  for (int n = 0; n < lw.N; ++n)
+    for (int g = 0; g < lw.ngroups(); ++g) {
+      int32_t s = 0;
+      for (int k = g * gs; k < lw.K && k < (g + 1) * gs; ++k) s += lw.weight(n, k);
+      if (w.wsum.size() != static_cast<size_t>(lw.N) * lw.ngroups() ||
+          w.wsum[static_cast<size_t>(n) * lw.ngroups() + g] != s)
+        return t.fail("reader wsum at n=" + std::to_string(n) + " g=" + std::to_string(g) + ", " + what);
+    }
   t.pass();
   const std::vector<int8_t> x = make_activations(c);
   const std::vector<int32_t> oracle = oracle_accumulate(lw, x.data(), c.M, c.x_zp);
   const int G = w.ngroups;
   const size_t nacc = static_cast<size_t>(c.M) * c.N * G;
 
+  g_running = "while running the reference on " + what;
   std::vector<int32_t> ref(nacc, 0);
   run_variant(kernels::linear_ref, w, x.data(), c.M, c.x_zp, 0, c.N, ref);
   const std::string ref_diff = first_mismatch(oracle, ref, c.N, G);
-  if (!ref_diff.empty()) return t.fail("ref vs oracle, " + what + ": " + ref_diff);
-  t.pass();
+  if (!ref_diff.empty()) return t.fail(kernels::linear_ref.name, "ref vs oracle, " + what + ": " + ref_diff);
+  t.pass(kernels::linear_ref.name);
 
   const int n0 = c.N / 3, n1 = c.N - c.N / 4;  // non-empty for every N >= 1
   for (const VariantEntry& e : variants) {
     if (!e.supported || e.v == &kernels::linear_ref) continue;
     const std::string who = std::string(e.v->name) + " (" + e.v->isa + "), " + what;
+    g_running = "while running " + who;
     std::vector<int32_t> got(nacc, 0x5A5A5A5A);
     if (!run_variant(*e.v, w, x.data(), c.M, c.x_zp, 0, c.N, got)) {
-      t.fail(who + ": wrote past scratch_bytes");
+      t.fail(e.v->name, who + ": wrote past scratch_bytes");
       continue;
     }
     std::string diff = first_mismatch(ref, got, c.N, G);
     if (!diff.empty()) {
-      t.fail(who + ": vs ref, " + diff);
+      t.fail(e.v->name, who + ": vs ref, " + diff);
       continue;
     }
     // Rows outside [n0, n1) must keep their sentinel: dispatch splits N across threads.
@@ -95,10 +136,10 @@ void check_case(int idx, const Case& c, const std::vector<VariantEntry>& variant
     run_variant(*e.v, w, x.data(), c.M, c.x_zp, n0, n1, part);
     diff = first_mismatch(want, part, c.N, G);
     if (!diff.empty()) {
-      t.fail(who + ": rows [" + std::to_string(n0) + ", " + std::to_string(n1) + ") only, " + diff);
+      t.fail(e.v->name, who + ": rows [" + std::to_string(n0) + ", " + std::to_string(n1) + ") only, " + diff);
       continue;
     }
-    t.pass();
+    t.pass(e.v->name);
   }
 }
 
@@ -109,9 +150,17 @@ int main(int argc, char** argv) {
   using namespace edgekit::test;
   Options opt;
   if (!parse_args(argc, argv, &opt)) return 2;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress survives a crash
+  for (int sig : {SIGSEGV, SIGILL, SIGBUS, SIGFPE}) std::signal(sig, on_crash);
 
   std::printf("ek-test: cpu features: %s\n", cpu_description().c_str());
-  const std::vector<VariantEntry> variants = linear_variants();
+  std::vector<VariantEntry> variants = linear_variants();
+  for (VariantEntry& e : variants) {
+    if (opt.force_isa == e.v->isa && !e.supported) {
+      std::printf("variant %s: forced to run although the CPU lacks %s\n", e.v->name, e.v->isa);
+      e.supported = true;
+    }
+  }
   for (const VariantEntry& e : variants)
     std::printf("variant %-34s isa=%-12s %s\n", e.v->name, e.v->isa,
                 e.supported ? "run" : "skipped (this CPU lacks the ISA)");
@@ -137,6 +186,8 @@ int main(int argc, char** argv) {
   if (opt.golden_dir.empty()) std::printf("golden: disabled\n");
   else check_golden(opt.golden_dir, variants, t);
 
+  for (const auto& [name, pf] : t.by_variant)
+    std::printf("checked %s: %d passed, %d failed\n", name.c_str(), pf.first, pf.second);
   std::printf("%d passed, %d failed\n", t.passed, t.failed);
   return t.failed ? 1 : 0;
 }
