@@ -286,3 +286,18 @@ def test_cli_wrong_peer_answer_is_not_reported(tmp_path, monkeypatch):
     assert res.exit_code == 1
     assert "FAILED litert_fc 1x96x48 bits=4" in res.output and "wrong result" in res.output
     assert all(r["impl"] != "litert_fc" for r in json.loads(out.read_text()))
+
+
+@pytest.mark.slow
+def test_cli_quick_demo_covers_every_target(tmp_path):
+    """The README demo: every implementation present, every target evaluated (not N/A)."""
+    pytest.importorskip("edgekit._C")
+    out = tmp_path / "q.json"
+    res = CliRunner().invoke(cli, ["bench-kernels", "--quick", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    records = json.loads(out.read_text())
+    assert {r["impl"] for r in records} == IMPL_NAMES
+    assert {(r["M"], r["K"], r["N"]) for r in records} == set(cases.QUICK_SHAPES)
+    verdicts = [ln.split()[0] for ln in res.output.splitlines()
+                if ln.split() and ln.split()[0] in ("PASS", "MISS", "N/A")]
+    assert len(verdicts) == 5 and "N/A" not in verdicts

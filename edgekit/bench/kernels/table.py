@@ -103,11 +103,13 @@ def _fmt(v, spec: str) -> str:
 
 
 def render(records: list[dict], console: Console) -> None:
-    """One table per shape: edgekit rows first within each bit width, then peers by time."""
+    """One table per shape: by bit width, edgekit first, then peers by time; fp32 last."""
     shapes = sorted({(r["M"], r["K"], r["N"]) for r in records}, key=lambda s: (s[0], s[1] * s[2]))
     for shape in shapes:
         rows = [r for r in records if (r["M"], r["K"], r["N"]) == shape]
-        rows.sort(key=lambda r: (-r["bits"], r["sparsity"], r["impl"] != EDGEKIT, r["us_median"]))
+        # torch's fp32 rows go last: they are the reference point, not a bit-width peer.
+        rows.sort(key=lambda r: (r["bits"] > 8, -r["bits"], r["sparsity"], r["impl"] != EDGEKIT,
+                                 r["us_median"]))
         t = Table(title=f"M={shape[0]} K={shape[1]} N={shape[2]}  (1 thread)", title_justify="left")
         for col in ("impl", "path", "bits", "zeros", "µs med", "µs p90", "weight KiB", "GB/s",
                     "÷ best peer", "÷ ek int4", "÷ ek int8", "call µs*"):
