@@ -71,10 +71,13 @@ def build(name: str, size: str = "tiny", seed: int = 0, **config: Any) -> nn.Mod
     _check(name, size)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be an int in 0..2**63-1, got {seed!r}")
-    allowed = {f.name for f in fields(_CONFIGS[name])} - {"attention"} if name in _CONFIGS else set()
+    allowed = set()
+    if name in _CONFIGS:  # `attention` is what tells Conformer from Conmer: not an option
+        allowed = {f.name for f in fields(_CONFIGS[name])} - {"attention"}
     unknown = sorted(set(config) - allowed)
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {name}; valid: {sorted(allowed) or 'none'}")
+        valid = sorted(allowed) or "none"
+        raise ValueError(f"unknown option(s) {unknown} for {name}; valid: {valid}")
     for key, value in config.items():
         low = 0 if key == "left_chunks" else 1  # every other field is a size or count
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -112,7 +115,8 @@ def _example_input(name: str, model: nn.Module) -> Callable[..., tuple]:
 
 _SPECS = {
     "rnnt": ("features (B, T, 80) float32 log-mel; tokens (B, U) int64 in 1..vocab-1",
-             "joint logits (B, ceil(T/3), U+1, vocab) float32; step: encoder frames (B, L/3, enc_dim)"),
+             "joint logits (B, ceil(T/3), U+1, vocab) float32; "
+             "step: encoder frames (B, L/3, enc_dim)"),
     "conformer": ("features (B, T, 80) float32 log-mel",
                   "CTC logits (B, ceil(T/4), vocab) float32, blank = 0"),
     "nwc": ("wave (B, N) float32, 16 kHz, in [-1, 1]", "reconstructed wave (B, N) float32"),

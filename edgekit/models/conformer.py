@@ -121,7 +121,7 @@ class ConvModule(nn.Module):
         self.pw2 = nn.Conv1d(d, d, 1)
 
     def forward(self, x, cache=None):
-        """x (B, T, d) -> (update (B, T, d), new cache or None). Full sequence when cache is None."""
+        """x (B, T, d) -> (update (B, T, d), new cache); the full sequence when cache is None."""
         h = F.glu(self.pw1(self.norm(x).transpose(1, 2)), dim=1)
         if cache is None:
             h, new_cache = causal_conv(self.dw, h, self.context), None
@@ -143,7 +143,7 @@ class ConformerBlock(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x, attn_bias, kv=None, conv_cache=None):
-        """One block. kv = (k_cache, v_cache) when streaming; returns (x, (k, v) or None, conv_cache)."""
+        """One block; kv = (k_cache, v_cache) when streaming. Returns (x, new kv, conv cache)."""
         x = x + 0.5 * self.ffn1(x)
         new_kv = None
         if self.attn is not None:
@@ -225,7 +225,9 @@ class Conformer(nn.Module):
         st = {
             "sub1": torch.zeros(batch, N_MELS, ctx, **z),
             "sub2": torch.zeros(batch, cfg.d_model, ctx, **z),
-            "conv": torch.zeros(cfg.n_layers, batch, cfg.d_model, conv_context(cfg.conv_kernel), **z),
+            "conv": torch.zeros(
+                cfg.n_layers, batch, cfg.d_model, conv_context(cfg.conv_kernel), **z
+            ),
         }
         if cfg.attention:
             dh = cfg.d_model // cfg.n_heads
@@ -236,7 +238,7 @@ class Conformer(nn.Module):
         return st
 
     def step(self, chunk: torch.Tensor, state: dict[str, torch.Tensor]):
-        """One streaming chunk (B, chunk_frames, 80) -> (logits (B, chunk_frames/4, vocab), state)."""
+        """One chunk (B, chunk_frames, 80) -> (logits (B, chunk_frames / 4, vocab), state)."""
         check_features(chunk, "chunk")
         if chunk.shape[1] != self.cfg.chunk_frames:
             raise ValueError(

@@ -136,7 +136,8 @@ class NWCDecoder(nn.Module):
         self.blocks1 = nn.ModuleList([GatedBlock(1, WIDE, 1), GatedBlock(WIDE, WIDE, 2)])
         self.dw = nn.Conv1d(WIDE, WIDE, 9, padding=4, groups=WIDE, bias=False)
         self.pw = nn.Conv1d(WIDE, WIDE, 1)
-        self.blocks2 = nn.ModuleList([GatedBlock(WIDE // 2, WIDE // 2, 1), GatedBlock(WIDE // 2, WIDE // 2, 2)])
+        half = WIDE // 2
+        self.blocks2 = nn.ModuleList([GatedBlock(half, half, 1), GatedBlock(half, half, 2)])
         self.out = nn.Conv1d(WIDE // 2, 1, 55, padding=27)
 
     @staticmethod
@@ -169,13 +170,14 @@ def synthesis_window(dtype=torch.float32) -> torch.Tensor:
     """(512,) window: sin^2 rise over 32 samples, flat 1, cos^2 fall; rise + fall = 1."""
     n = torch.arange(OVERLAP, dtype=torch.float64)
     rise = torch.sin(math.pi * (n + 0.5) / (2 * OVERLAP)) ** 2
-    return torch.cat([rise, torch.ones(FRAME - 2 * OVERLAP, dtype=torch.float64), rise.flip(0)]).to(dtype)
+    flat = torch.ones(FRAME - 2 * OVERLAP, dtype=torch.float64)
+    return torch.cat([rise, flat, rise.flip(0)]).to(dtype)
 
 
 def _check_wave(x, what, multiple=1):
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
-        raise ValueError(f"{what} must be a float tensor of shape (batch, samples), got "
-                         f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+        got = f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}"
+        raise ValueError(f"{what} must be a float tensor of shape (batch, samples), got {got}")
     if x.shape[1] < 1 or x.shape[1] % multiple:
         raise ValueError(f"{what} length {x.shape[1]} must be a positive multiple of {multiple}")
 
@@ -238,5 +240,5 @@ class NWCCodec(nn.Module):
 def build(size: str, n_modules: int = 1, **overrides) -> NWCCodec:
     """NWC codec; the architecture is fixed by the spec, so 'tiny' and 'small' are identical."""
     if overrides:
-        raise ValueError(f"the NWC architecture is fixed by its spec; got options {sorted(overrides)}")
+        raise ValueError(f"NWC is fixed by its spec; it takes no options, got {sorted(overrides)}")
     return NWCCodec(n_modules)

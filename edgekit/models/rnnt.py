@@ -44,8 +44,10 @@ class RNNTConfig:
 
 
 SIZES = {
-    "tiny": RNNTConfig(enc_dim=128, enc_layers=2, pred_dim=128, pred_layers=1, joint_dim=128, vocab=64),
-    "small": RNNTConfig(enc_dim=640, enc_layers=5, pred_dim=640, pred_layers=2, joint_dim=640, vocab=512),
+    "tiny": RNNTConfig(enc_dim=128, enc_layers=2, pred_dim=128, pred_layers=1, joint_dim=128,
+                       vocab=64),
+    "small": RNNTConfig(enc_dim=640, enc_layers=5, pred_dim=640, pred_layers=2, joint_dim=640,
+                        vocab=512),
 }
 
 
@@ -149,7 +151,8 @@ class RNNT(nn.Module):
         check_features(chunk, "chunk")
         if chunk.shape[1] % self.cfg.stack:
             raise ValueError(
-                f"chunk length {chunk.shape[1]} must be a multiple of the frame stack {self.cfg.stack}"
+                f"chunk length {chunk.shape[1]} must be a multiple of the frame stack "
+                f"{self.cfg.stack}"
             )
         enc, h, c = self.encoder(chunk, state["h"], state["c"])
         return enc, {"h": h, "c": c}
@@ -157,7 +160,8 @@ class RNNT(nn.Module):
     def predict(self, tokens: torch.Tensor, state: dict[str, torch.Tensor]):
         """Prediction network on label ids (B, U) int64 -> ((B, U, pred_dim), new state)."""
         if tokens.dim() != 2 or tokens.dtype != torch.long:
-            raise ValueError(f"tokens must be int64 of shape (B, U), got {tokens.dtype} {tuple(tokens.shape)}")
+            got = f"{tokens.dtype} {tuple(tokens.shape)}"
+            raise ValueError(f"tokens must be int64 of shape (B, U), got {got}")
         out, h, c = self.predictor(tokens, state["h"], state["c"])
         return out, {"h": h, "c": c}
 
@@ -169,7 +173,8 @@ class RNNT(nn.Module):
         """Training lattice: logits (B, T', U + 1, vocab) for targets `tokens` (B, U)."""
         enc = self.encode(features)
         if tokens.dim() != 2 or tokens.shape[0] != features.shape[0]:
-            raise ValueError(f"tokens must be (B={features.shape[0]}, U), got {tuple(tokens.shape)}")
+            b = features.shape[0]
+            raise ValueError(f"tokens must be (B={b}, U), got {tuple(tokens.shape)}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab):
             raise ValueError(f"token ids must lie in 0..{self.cfg.vocab - 1}")
         sos = tokens.new_full((tokens.shape[0], 1), self.blank)
@@ -222,5 +227,7 @@ def build(size: str, **overrides) -> RNNT:
     """
     cfg = replace(SIZES[size], **overrides)
     if cfg.stack < 1 or cfg.chunk_frames % cfg.stack or cfg.chunk_frames < 1:
-        raise ValueError(f"chunk_frames ({cfg.chunk_frames}) must be a positive multiple of stack ({cfg.stack})")
+        raise ValueError(
+            f"chunk_frames ({cfg.chunk_frames}) must be a positive multiple of stack ({cfg.stack})"
+        )
     return RNNT(cfg)
