@@ -43,7 +43,7 @@ class Options:
 
     isa: str | None = None           # edgekit kernel ISA; None = best available
     nbits_accuracy_level: int = 4    # ORT MatMulNBits: 4 = int8 activations
-    nbits_block_size: int = 32
+    nbits_block_size: int = 128      # the fastest of 32/64/128 at 1x1024x4096 here
 
 
 def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
