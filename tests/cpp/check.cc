@@ -1,5 +1,6 @@
 #include "check.h"
 
+#include <cstdint>
 #include <cstring>
 #include <sstream>
 
@@ -10,10 +11,15 @@ bool run_variant(const kernels::LinearVariant& v, const PackedLinear& w, const i
   constexpr size_t kGuard = 64;
   constexpr uint8_t kPoison = 0xA5;
   const size_t need = v.scratch_bytes(w, M);
-  std::vector<uint8_t> scratch(need + kGuard, kPoison);
-  v.accumulate(w, x, M, x_zp, acc.data(), n0, n1, scratch.data());
-  for (size_t i = need; i < scratch.size(); ++i)
-    if (scratch[i] != kPoison) return false;
+  // 64-byte aligned like the bindings' scratch (csrc/bindings): x86 variants rely on it.
+  std::vector<uint8_t> buf(need + kGuard + 64, kPoison);
+  const size_t lead = (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
+  uint8_t* scratch = buf.data() + lead;
+  v.accumulate(w, x, M, x_zp, acc.data(), n0, n1, scratch);
+  for (size_t i = 0; i < lead; ++i)
+    if (buf[i] != kPoison) return false;
+  for (size_t i = lead + need; i < buf.size(); ++i)
+    if (buf[i] != kPoison) return false;
   return true;
 }
 

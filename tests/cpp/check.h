@@ -37,8 +37,8 @@ struct VariantEntry {
   bool supported;
 };
 
-// Runs `v` on rows [n0, n1) into `acc` (which keeps its other entries), with a scratch
-// buffer followed by guard bytes; returns false if the variant wrote past its scratch size.
+// Runs `v` on rows [n0, n1) into `acc` (which keeps its other entries), with a 64-byte
+// aligned scratch between guard bytes; returns false if the variant wrote outside it.
 bool run_variant(const kernels::LinearVariant& v, const PackedLinear& w, const int8_t* x, int M,
                  int32_t x_zp, int n0, int n1, std::vector<int32_t>& acc);
 
