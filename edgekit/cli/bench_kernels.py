@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
@@ -75,7 +76,15 @@ def _host() -> str:
             versions.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
             pass
-    return f"{cpu}; {', '.join(versions)}"
+    return f"{cpu}, {os.cpu_count()} cores; {', '.join(versions)}"
+
+
+def _load() -> str:
+    # Other work on the machine shows up as noise in every timing; say how busy it was.
+    try:
+        return "load average (1 min) {:.2f}".format(os.getloadavg()[0])
+    except OSError:
+        return "load average unavailable"
 
 
 @click.command("bench-kernels")
@@ -126,7 +135,7 @@ def bench_kernels(quick: bool, json_path: str | None, shapes_file: str | None, b
                            opts=Options(isa=isa))
     # Off a terminal (CI logs, files) rich would wrap the table at 80 columns.
     out = Console() if sys.stdout.isatty() else Console(width=140)
-    out.print(f"host: {_host()}", highlight=False)
+    out.print(f"host: {_host()}; {_load()} at start", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("preparing", total=None)
@@ -139,6 +148,7 @@ def bench_kernels(quick: bool, json_path: str | None, shapes_file: str | None, b
     table.render(records, out)
     for note in result.notes:
         out.print(f"note: {note}", highlight=False)
+    out.print(f"{_load()} at end", highlight=False)
     table.print_targets(table.targets(records), out)
     if json_path:
         try:
