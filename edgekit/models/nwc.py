@@ -8,9 +8,9 @@ Contract (float32):
         stream x and dropping the first 32 samples gives forward(x) (the ragged end needs
         one more zero chunk). Frames are coded independently, so the only state is the
         overlap; tested at 1e-5 max abs error in fp32 (measured <= 7.5e-8: only the batching
-        of frames differs). In eval mode the hard argmax can flip a code by one bin when the
-        encoder output sits within ~1e-6 of a bin boundary, so other backends (ONNX) can differ
-        by one code step on rare frames.
+        of frames differs). The hard argmax makes the output discontinuous: a backend whose
+        encoder output differs by ~1e-7 would pick the neighbouring bin for a value sitting on
+        a bin midpoint (not seen in 16,384 codes against onnxruntime).
     code_frames(frames (F, 512)) -> (reconstructed frames (F, 512), code indices (F, modules, 256))
 
 Framing: frames of 512 samples, hop 480, so neighbours share 32 samples. The signal is
