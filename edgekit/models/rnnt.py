@@ -193,6 +193,8 @@ def greedy_decode(model: RNNT, enc: torch.Tensor, state: dict | None = None, max
     """
     if enc.dim() != 3 or enc.shape[-1] != model.cfg.enc_dim:
         raise ValueError(f"enc must be (B, T', {model.cfg.enc_dim}), got {tuple(enc.shape)}")
+    if not isinstance(max_symbols, int) or max_symbols < 1:
+        raise ValueError(f"max_symbols must be a positive int, got {max_symbols!r}")
     b = enc.shape[0]
     if state is None:
         pst = model.init_pred_state(b)
