@@ -113,6 +113,21 @@ std::vector<Case> make_cases(uint64_t seed, int extra) {
       e.x = xp;
       e.x_zp = xp == XPattern::kAllMin ? 127 : -128;
     }
+  // Full cross product of the decode paths: bits x {dense, bitmap, N:M} x codebook kind x
+  // per-tensor/per-row (the sweeps above leave some of these 144 combinations out).
+  for (int bits = 1; bits <= 8; ++bits)
+    for (Sparsity sp : {Sparsity::kDense, Sparsity::kBitmap, Sparsity::kNM})
+      for (Table tab : {Table::kAffine, Table::kRandom, Table::kExtremes})
+        for (bool per_row : {false, true}) {
+          Case c;
+          c.M = static_cast<int>(i % 4) + 1, c.N = 3 + 2 * static_cast<int>(i % 3), c.K = 200, c.bits = bits;
+          c.sparsity = sp;
+          c.density = 0.6;
+          c.nm_n = 2, c.nm_m = 4;
+          finish(c);
+          out.back().table = tab;
+          out.back().per_row = per_row;
+        }
   std::mt19937_64 rng(seed);
   for (int r = 0; r < extra; ++r) {
     Case c;
