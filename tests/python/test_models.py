@@ -231,6 +231,16 @@ def test_nwc_code_shape():
     assert int(idx.min()) >= 0 and int(idx.max()) < 32
 
 
+@pytest.mark.parametrize("name", models.names())
+def test_every_parameter_is_trainable(name):
+    """A backward pass reaches every parameter (nothing detached; NWC uses its soft code)."""
+    model = models.build(name).train()
+    args = models.info(name)["example_input"](batch=1, seconds=0.1)
+    model(*args).pow(2).mean().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead
+
+
 # ---------------------------------------------------------------- determinism
 
 
