@@ -145,3 +145,27 @@ def test_qemu_run_script(arm_ek_test):
     assert "-cpu cortex-a72 --expect-isa neon" in r.stdout
     assert "-cpu cortex-a76 --expect-isa neondot" in r.stdout
     assert r.stdout.count(", 0 failed") >= 2
+
+
+def test_sdot_only_in_dotprod_code(arm_ek_test):
+    """Every function of the binary that contains sdot belongs to the neondot variant.
+
+    The cortex-a72 run only executes the paths its cases reach; this covers all of them
+    (and catches an ARMv8.2-compiled inline helper that the linker shared with neon code).
+    """
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if objdump is None:
+        pytest.fail("aarch64-linux-gnu-objdump missing (binutils-aarch64-linux-gnu)")
+    r = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(arm_ek_test)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    owners, fn = set(), None
+    for line in r.stdout.splitlines():
+        head = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        if head:
+            fn = head.group(1)
+        elif re.search(r"\tsdot\t", line):
+            owners.add(fn)
+    assert owners, "the neondot variant should contain sdot"
+    stray = sorted(f for f in owners if "DotMac" not in f and "neondot" not in f)
+    assert not stray, f"sdot outside the dotprod variant: {stray[:5]}"
