@@ -169,3 +169,49 @@ def test_sdot_only_in_dotprod_code(arm_ek_test):
     assert owners, "the neondot variant should contain sdot"
     stray = sorted(f for f in owners if "DotMac" not in f and "neondot" not in f)
     assert not stray, f"sdot outside the dotprod variant: {stray[:5]}"
+
+
+def _fake_tools(tmp_path: Path, cpu: str) -> dict[str, str]:
+    """Stand-ins for the device transports (adb; ssh and scp) that keep the device's files in
+    tmp_path/dev and run its programs under qemu. Like old adb, the fake adb shell always
+    exits 0, so the script must judge the run by its output."""
+    dev, fakes = tmp_path / "dev", tmp_path / "bin"
+    dev.mkdir()
+    fakes.mkdir()
+    run = f'qemu-aarch64 -cpu {cpu} "$@"'
+    scripts = {
+        "adb": f"""case "$1" in
+  push) cp "$2" "{dev}/$(basename "$3")" ;;
+  shell) shift; set -- ${{*//\\/data\\/local\\/tmp/{dev}}}
+         if [ "$1" = chmod ]; then chmod "$2" "$3"; else {run} || true; fi ;;
+esac""",
+        "scp": f'[ "$1" = -q ] && shift; cp "$1" "${{2#*:}}"',
+        "ssh": f'shift; set -- $*; {run}',
+    }
+    for name, body in scripts.items():
+        (fakes / name).write_text(f"#!/usr/bin/env bash\nset -e\n{body}\n")
+        (fakes / name).chmod(0o755)
+    env = _env()
+    env["PATH"] = f"{fakes}{os.pathsep}{env['PATH']}"
+    env["REMOTE_DIR"] = str(dev)
+    return env
+
+
+def test_android_run_script_judges_by_output(arm_ek_test, tmp_path):
+    env = _fake_tools(tmp_path, "cortex-a76") | {"EK_TEST": str(arm_ek_test)}
+    script = str(ROOT / "targets" / "android" / "run.sh")
+    ok = subprocess.run([script, "--extra", "0"], env=env, capture_output=True, text=True, timeout=600)
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
+    assert "dispatch: linear -> isa=neondot " in ok.stdout
+    # A failing run on the device must fail the script even though adb shell exits 0.
+    bad = subprocess.run([script, "--extra", "0"], env=env | {"EXPECT_ISA": "neon"},
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "1 failed" in bad.stdout
+
+
+def test_rpi4_run_script(arm_ek_test, tmp_path):
+    env = _fake_tools(tmp_path, "cortex-a72") | {"EK_TEST": str(arm_ek_test)}
+    r = subprocess.run([str(ROOT / "targets" / "rpi4" / "run.sh"), "pi@rpi4", "--extra", "0"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "dispatch: linear -> isa=neon " in r.stdout and "golden: disabled" in r.stdout
