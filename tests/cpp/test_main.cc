@@ -15,6 +15,7 @@
 // this CPU lacks).
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -56,25 +57,36 @@ struct Options {
   std::string force_isa;
 };
 
+// A whole non-negative decimal number, or false.
+bool parse_count(const char* s, unsigned long long max, unsigned long long* out) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(s, &end, 10);
+  if (errno || end == s || *end != '\0' || s[0] == '-' || v > max) return false;
+  *out = v;
+  return true;
+}
+
 bool parse_args(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
+    unsigned long long v = 0;
     if (a == "--expect-isa" && has_value) o->expect_isa = argv[++i];
-    else if (a == "--seed" && has_value) o->seed = std::strtoull(argv[++i], nullptr, 10);
-    else if (a == "--extra" && has_value) o->extra = std::atoi(argv[++i]);
+    else if (a == "--seed" && has_value && parse_count(argv[i + 1], ~0ull, &v)) o->seed = v, ++i;
+    else if (a == "--extra" && has_value && parse_count(argv[i + 1], 100000, &v)) o->extra = static_cast<int>(v), ++i;
     else if (a == "--golden" && has_value) o->golden_dir = argv[++i];
     else if (a == "--no-golden") o->golden_dir.clear();
     else if (a == "--force-variant" && has_value) o->force_isa = argv[++i];
     else {
-      std::fprintf(stderr, "ek-test: unknown or incomplete argument '%s'\n"
+      std::fprintf(stderr, "ek-test: unknown, incomplete or invalid argument '%s'\n"
                    "usage: ek-test [--expect-isa ISA] [--seed S] [--extra N] [--golden DIR] [--no-golden]"
                    " [--force-variant ISA]\n",
                    a.c_str());
       return false;
     }
   }
-  return o->extra >= 0;
+  return true;
 }
 
 // One case: the reader accepts the packer's bytes and derives the right weight sums, the

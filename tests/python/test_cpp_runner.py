@@ -118,10 +118,12 @@ def test_forced_isa_that_cannot_run_is_refused(ek_test, isa, reason):
     assert "passed" not in r.stdout  # refused before any check ran
 
 
-def test_bad_arguments_exit_2_with_usage(ek_test):
-    r = run(ek_test, "--frobnicate")
+@pytest.mark.parametrize("args", [["--frobnicate"], ["--extra"], ["--extra", "-5"],
+                                  ["--extra", "10x"], ["--seed", "abc"]])
+def test_bad_arguments_exit_2_with_usage(ek_test, args):
+    r = run(ek_test, *args)
     assert r.returncode == 2
-    assert "usage: ek-test" in r.stderr
+    assert "usage: ek-test" in r.stderr and "passed" not in r.stdout
 
 
 def test_registered_with_ctest(ek_test):
