@@ -71,6 +71,13 @@ inline __m512i decode_codes(const uint8_t* blk) {
   return c;
 }
 
+// acc += dot4(u8 a, s8 b) per dword, in place. Inline asm because GCC 12 otherwise copies
+// every loop-carried accumulator twice per iteration (the builtin's tied operand), which
+// made the M = 1 loop front-end bound.
+inline void dpbusd(__m512i& acc, __m512i a, __m512i b) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "vm"(b));
+}
+
 // Codebook lookup of decoded codes for one row (table = padded_table(n)).
 template <int BITS>
 inline __m512i lookup(__m512i c, const int8_t* table, bool affine) {
@@ -133,16 +140,40 @@ Prep prepare(const PackedLinear& w, const int8_t* x, int M, void* scratch) {
   return p;
 }
 
-// Final value of one accumulator: horizontal sum plus the zero-point correction.
-inline void store_acc(int32_t* acc, const PackedLinear& w, int m, int n, int g, __m512i a, int32_t corr) {
-  const uint32_t v = static_cast<uint32_t>(_mm512_reduce_add_epi32(a)) - static_cast<uint32_t>(corr);
-  acc[(static_cast<size_t>(m) * w.N + n) * w.ngroups + g] = static_cast<int32_t>(v);
+// Horizontal sums of four accumulators at once: [sum(a0), sum(a1), sum(a2), sum(a3)].
+inline __m128i reduce4(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
+  const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(a0, a1), _mm512_unpackhi_epi32(a0, a1));
+  const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(a2, a3), _mm512_unpackhi_epi32(a2, a3));
+  const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+  const __m256i v = _mm256_add_epi32(_mm512_castsi512_si256(u), _mm512_extracti64x4_epi64(u, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
 }
 
+// Scaled segments (affine, single plane of width W < 8): the broadcast plane is only
+// ANDed with (2^W - 1) << sW in the qwords of segment s, so each byte holds code * 2^(sW)
+// and no shift is spent per block. Dword lane d then accumulates 2^(sW) times its true
+// sum, s = d / (2W); one arithmetic shift per lane per group undoes it. Exact while a lane
+// cannot overflow: |lane| <= 4 * 255 * 128 per block, so at most kMaxScaledBlocks blocks.
+constexpr int kMaxScaledBlocks = 16384;
+template <int W>
+struct ScaledSeg {
+  alignas(64) static constexpr uint64_t mask[8] = {
+      0x0101010101010101ull * ((((1u << W) - 1) << ((0 / W) * W)) & 0xFF), 0x0101010101010101ull * ((((1u << W) - 1) << ((1 / W) * W)) & 0xFF),
+      0x0101010101010101ull * ((((1u << W) - 1) << ((2 / W) * W)) & 0xFF), 0x0101010101010101ull * ((((1u << W) - 1) << ((3 / W) * W)) & 0xFF),
+      0x0101010101010101ull * ((((1u << W) - 1) << ((4 / W) * W)) & 0xFF), 0x0101010101010101ull * ((((1u << W) - 1) << ((5 / W) * W)) & 0xFF),
+      0x0101010101010101ull * ((((1u << W) - 1) << ((6 / W) * W)) & 0xFF), 0x0101010101010101ull * ((((1u << W) - 1) << ((7 / W) * W)) & 0xFF)};
+  alignas(64) static constexpr int32_t shift[16] = {
+      (0 / (2 * W)) * W, (1 / (2 * W)) * W, (2 / (2 * W)) * W, (3 / (2 * W)) * W, (4 / (2 * W)) * W, (5 / (2 * W)) * W,
+      (6 / (2 * W)) * W, (7 / (2 * W)) * W, (8 / (2 * W)) * W, (9 / (2 * W)) * W, (10 / (2 * W)) * W, (11 / (2 * W)) * W,
+      (12 / (2 * W)) * W, (13 / (2 * W)) * W, (14 / (2 * W)) * W, (15 / (2 * W)) * W};
+};
+
 // Dense rows [n, n + NT) (clamped to n1 - 1; duplicates are computed but not stored) for
-// activation rows [m0, m0 + MT).
-template <int BITS, int MT, bool AFFINE>
+// activation rows [m0, m0 + MT). MODE: 0 table lookup, 1 affine, 2 affine scaled segments.
+template <int BITS, int MT, int MODE>
 void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_t* acc, int n, int n1) {
+  constexpr int W = PlaneSpec<BITS>::width(0);
+  static_assert(MODE != 2 || (PlaneSpec<BITS>::count == 1 && W < 8), "scaled segments need one plane");
   int rows[NT];
   const uint8_t* rp[NT];
   const int8_t* tab[NT];
@@ -153,6 +184,13 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
   }
   const int gb = group_blocks(w);
   constexpr uint32_t half = 1u << (BITS - 1);
+  const size_t pf = static_cast<size_t>(NT) * w.nblocks * w.block_bytes();
+  constexpr int kBlocksPerLine = 64 % (8 * BITS) == 0 ? 64 / (8 * BITS) : 1;
+  __m512i segmask = _mm512_setzero_si512(), segshift = _mm512_setzero_si512();
+  if constexpr (MODE == 2) {
+    segmask = _mm512_load_si512(ScaledSeg<W>::mask);
+    segshift = _mm512_load_si512(ScaledSeg<W>::shift);
+  }
   for (int g = 0; g < w.ngroups; ++g) {
     __m512i a[MT][NT];
     for (int m = 0; m < MT; ++m)
@@ -160,31 +198,43 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
     const int b1 = std::min((g + 1) * gb, w.nblocks);
     for (int b = g * gb; b < b1; ++b) {
       __m512i wv[NT];
+      // The next row tile, one tile's worth of time ahead: rows of a tile share a 4 KiB
+      // page, which defeats the hardware stream detector.
+      if (b % kBlocksPerLine == 0)
+        for (int i = 0; i < NT; ++i) _mm_prefetch(reinterpret_cast<const char*>(rp[i] + pf + b * (8 * BITS)), _MM_HINT_T0);
       for (int i = 0; i < NT; ++i) {
-        const __m512i c = decode_codes<BITS>(rp[i] + b * (8 * BITS));
-        wv[i] = AFFINE ? c : lookup<BITS>(c, tab[i], w.affine);
+        const uint8_t* blk = rp[i] + b * (8 * BITS);
+        if constexpr (MODE == 2) {
+          wv[i] = _mm512_and_si512(bcast_plane<W>(blk), segmask);
+        } else {
+          const __m512i c = decode_codes<BITS>(blk);
+          wv[i] = MODE == 1 ? c : lookup<BITS>(c, tab[i], w.affine);
+        }
       }
       for (int m = 0; m < MT; ++m) {
         const size_t xo = static_cast<size_t>(m0 + m) * p.Kpad + 64 * b;
-        if constexpr (AFFINE) {
+        if constexpr (MODE != 0) {
           const __m512i xv = _mm512_load_si512(p.xs + xo);
-          for (int i = 0; i < NT; ++i) a[m][i] = _mm512_dpbusd_epi32(a[m][i], wv[i], xv);
+          for (int i = 0; i < NT; ++i) dpbusd(a[m][i], wv[i], xv);
         } else {
           const __m512i xv = _mm512_load_si512(p.xu + xo);
-          for (int i = 0; i < NT; ++i) a[m][i] = _mm512_dpbusd_epi32(a[m][i], xv, wv[i]);
+          for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
         }
       }
     }
-    for (int i = 0; i < NT; ++i) {
-      if (i > 0 && n + i >= n1) break;
-      const uint32_t ws = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
-      for (int m = 0; m < MT; ++m) {
-        uint32_t corr;
-        if constexpr (AFFINE)
-          corr = half * static_cast<uint32_t>(p.sx[(m0 + m) * w.ngroups + g]) + static_cast<uint32_t>(x_zp) * ws;
-        else
-          corr = static_cast<uint32_t>(128 + x_zp) * ws;
-        store_acc(acc, w, m0 + m, rows[i], g, a[m][i], static_cast<int32_t>(corr));
+    uint32_t ws[NT];
+    for (int i = 0; i < NT; ++i) ws[i] = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
+    for (int m = 0; m < MT; ++m) {
+      if constexpr (MODE == 2)
+        for (int i = 0; i < NT; ++i) a[m][i] = _mm512_srav_epi32(a[m][i], segshift);
+      alignas(16) uint32_t sum[NT];
+      _mm_store_si128(reinterpret_cast<__m128i*>(sum), reduce4(a[m][0], a[m][1], a[m][2], a[m][3]));
+      const uint32_t sx = static_cast<uint32_t>(p.sx[(m0 + m) * w.ngroups + g]);
+      for (int i = 0; i < NT; ++i) {
+        if (i > 0 && n + i >= n1) break;
+        const uint32_t corr = MODE != 0 ? half * sx + static_cast<uint32_t>(x_zp) * ws[i]
+                                        : static_cast<uint32_t>(128 + x_zp) * ws[i];
+        acc[(static_cast<size_t>(m0 + m) * w.N + rows[i]) * w.ngroups + g] = static_cast<int32_t>(sum[i] - corr);
       }
     }
   }
@@ -274,42 +324,52 @@ void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int
         wv[i] = sparse_block<BITS, FIXED>(w, sr[i], w.bitmaps[static_cast<size_t>(rows[i]) * w.nblocks + b]);
       for (int m = 0; m < MT; ++m) {
         const __m512i xv = _mm512_load_si512(p.xu + static_cast<size_t>(m0 + m) * p.Kpad + 64 * b);
-        for (int i = 0; i < NT; ++i) a[m][i] = _mm512_dpbusd_epi32(a[m][i], xv, wv[i]);
+        for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
       }
     }
-    for (int i = 0; i < NT; ++i) {
-      if (i > 0 && n + i >= n1) break;
-      const uint32_t ws = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
-      for (int m = 0; m < MT; ++m)
-        store_acc(acc, w, m0 + m, rows[i], g, a[m][i], static_cast<int32_t>(static_cast<uint32_t>(128 + x_zp) * ws));
+    for (int m = 0; m < MT; ++m) {
+      alignas(16) uint32_t sum[NT];
+      _mm_store_si128(reinterpret_cast<__m128i*>(sum), reduce4(a[m][0], a[m][1], a[m][2], a[m][3]));
+      for (int i = 0; i < NT; ++i) {
+        if (i > 0 && n + i >= n1) break;
+        const uint32_t ws = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
+        acc[(static_cast<size_t>(m0 + m) * w.N + rows[i]) * w.ngroups + g] =
+            static_cast<int32_t>(sum[i] - static_cast<uint32_t>(128 + x_zp) * ws);
+      }
     }
   }
 }
 
 template <int BITS, int MT>
-void run_tiles(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_t* acc, int n0, int n1) {
-  const bool fixed = w.nm_m != 0 && w.nm_m <= 8;
-  for (int n = n0; n < n1; n += NT) {
-    if (!w.sparse && w.affine)
-      dense_tile<BITS, MT, true>(w, p, m0, x_zp, acc, n, n1);
-    else if (!w.sparse)
-      dense_tile<BITS, MT, false>(w, p, m0, x_zp, acc, n, n1);
-    else if (fixed)
-      sparse_tile<BITS, MT, true>(w, p, m0, x_zp, acc, n, n1);
-    else
-      sparse_tile<BITS, MT, false>(w, p, m0, x_zp, acc, n, n1);
+void run_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_t* acc, int n, int n1) {
+  constexpr bool single_plane = PlaneSpec<BITS>::count == 1 && BITS < 8;
+  if constexpr (single_plane) {
+    if (!w.sparse && w.affine && group_blocks(w) <= kMaxScaledBlocks)
+      return dense_tile<BITS, MT, 2>(w, p, m0, x_zp, acc, n, n1);
   }
+  if (!w.sparse && w.affine)
+    dense_tile<BITS, MT, 1>(w, p, m0, x_zp, acc, n, n1);
+  else if (!w.sparse)
+    dense_tile<BITS, MT, 0>(w, p, m0, x_zp, acc, n, n1);
+  else if (w.nm_m != 0 && w.nm_m <= 8)
+    sparse_tile<BITS, MT, true>(w, p, m0, x_zp, acc, n, n1);
+  else
+    sparse_tile<BITS, MT, false>(w, p, m0, x_zp, acc, n, n1);
 }
 
+// Row tiles outermost: a tile's packed rows (a few KiB) stay in L1 while every chunk of
+// activation rows passes over them, so weights stream from memory once per call.
 template <int BITS>
 void run_bits(const PackedLinear& w, const Prep& p, int M, int32_t x_zp, int32_t* acc, int n0, int n1) {
-  int m = 0;
-  for (; m + 4 <= M; m += 4) run_tiles<BITS, 4>(w, p, m, x_zp, acc, n0, n1);
-  if (M - m >= 2) {
-    run_tiles<BITS, 2>(w, p, m, x_zp, acc, n0, n1);
-    m += 2;
+  for (int n = n0; n < n1; n += NT) {
+    int m = 0;
+    for (; m + 4 <= M; m += 4) run_tile<BITS, 4>(w, p, m, x_zp, acc, n, n1);
+    if (M - m >= 2) {
+      run_tile<BITS, 2>(w, p, m, x_zp, acc, n, n1);
+      m += 2;
+    }
+    if (m < M) run_tile<BITS, 1>(w, p, m, x_zp, acc, n, n1);
   }
-  if (m < M) run_tiles<BITS, 1>(w, p, m, x_zp, acc, n0, n1);
 }
 
 void avx512_accumulate(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, int32_t* acc, int n0,
