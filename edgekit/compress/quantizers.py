@@ -195,7 +195,10 @@ def quantize(w, bits: int, quantizer: str = "uniform", granularity: str = "chann
         half = 1 << (bits - 1)
         table = (np.arange(nent) - half).astype(np.int8)[None, :]
         levels = nent - 1 if narrow else nent
-        scale = _best_clip(wm, m, table, s0 / (half - 1), granularity, gs, 1 if narrow else 0)
+        # Clipping pays off at low bit depths; at 6+ bits only mild clipping is ever chosen.
+        ratios = np.linspace(0.35, 1.0, 14) if bits <= 5 else np.linspace(0.7, 1.0, 7)
+        scale = _best_clip(wm, m, table, s0 / (half - 1), granularity, gs, 1 if narrow else 0,
+                           ratios)
     elif quantizer == "binary":
         table = np.array([[-127, 127]], np.int8)
         scale = _group_reduce(np.abs(wm), granularity, gs, np.sum) / np.maximum(
@@ -237,7 +240,7 @@ def quantize(w, bits: int, quantizer: str = "uniform", granularity: str = "chann
                            mask=None if mask is None else m.copy(), extra=extra)
 
 
-def _best_clip(wm, m, table, scale, granularity, gs, lo, ratios=np.linspace(0.35, 1.0, 14)):
+def _best_clip(wm, m, table, scale, granularity, gs, lo, ratios):
     """Per scale group, the clipping ratio of the max-|w| scale with the least squared error.
 
     The least-squares refinement alone is a local search that rarely leaves the max-|w|
@@ -261,6 +264,10 @@ def _assign(wm, table, scale, gs, lo) -> np.ndarray:
     n, k = wm.shape
     se = _expand(scale, k, gs)
     v = np.where(se > 0, wm / np.where(se > 0, se, 1.0), 0.0)
+    half = table.shape[1] // 2
+    if table.shape[0] == 1 and np.array_equal(table[0], np.arange(2 * half) - half):
+        # Affine table: nearest entry is plain rounding, far cheaper than a search.
+        return (np.clip(np.rint(v), lo - half, half - 1) + half).astype(np.uint8)
     codes = _nearest(v, table[:, lo:].astype(np.float64))
     return (codes.astype(np.int64) + lo).astype(np.uint8)
 

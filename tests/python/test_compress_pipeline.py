@@ -203,3 +203,21 @@ def test_identical_model_reports_exact():
     small = compress(model, {"rules": [{"match": "*", "bits": 8}]})
     rep = report(small, model, [torch.randn(4, 8)])
     assert rep["layers"][0]["weight_snr_db"] is None and rep["model"]["output_snr_db"] is None
+
+
+@pytest.mark.parametrize("name,recipe", [("conformer", "mixed"), ("rnnt", "wanda-2of4"),
+                                         ("conmer", "gq-5bit")])
+def test_zoo_models_compress_and_report(name, recipe):
+    models = pytest.importorskip("edgekit.models")
+    model = models.build(name, "tiny", seed=0)
+    example = models.info(name, "tiny")["example_input"]
+    calib = [example(batch=1, seconds=0.5, seed=s) for s in range(2)]
+    small = compress(model, recipe, calib=calib)
+    rep = report(small, model, calib)
+    assert rep["layers"] and rep["model"]["compression"] > 2.5
+    assert rep["model"]["output_snr_db"] > 3
+    # the streaming path runs on the compressed copy too
+    if name != "rnnt":
+        st = small.init_state(1)
+        out, _ = small.step(calib[0][0][:, :small.chunk_frames], st)
+        assert torch.isfinite(out).all()
