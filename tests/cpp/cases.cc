@@ -120,7 +120,8 @@ std::vector<Case> make_cases(uint64_t seed, int extra) {
       for (Table tab : {Table::kAffine, Table::kRandom, Table::kExtremes})
         for (bool per_row : {false, true}) {
           Case c;
-          c.M = static_cast<int>(i % 4) + 1, c.N = 3 + 2 * static_cast<int>(i % 3), c.K = 200, c.bits = bits;
+          c.M = static_cast<int>(i % 4) + 1, c.N = 3 + 2 * static_cast<int>(i % 3);
+          c.K = 200, c.bits = bits;
           c.sparsity = sp;
           c.density = 0.6;
           c.nm_n = 2, c.nm_m = 4;

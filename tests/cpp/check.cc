@@ -25,7 +25,8 @@ bool run_variant(const kernels::LinearVariant& v, const PackedLinear& w, const i
 
 std::string first_mismatch(const std::vector<int32_t>& want, const std::vector<int32_t>& got,
                            int N, int ngroups) {
-  if (want.size() != got.size()) return "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
+  if (want.size() != got.size())
+    return "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
   for (size_t i = 0; i < want.size(); ++i) {
     if (want[i] == got[i]) continue;
     const size_t per_m = static_cast<size_t>(N) * ngroups;

@@ -33,12 +33,13 @@ struct GoldenCase {
 
 // One vector: reader + every variant reproduce Python's accumulators (and the group sums),
 // and the spec-written test packer reproduces Python's bytes from the same logical matrix.
-void check_one(const std::string& dir, const GoldenCase& c, const std::vector<VariantEntry>& variants,
-               Tally& t) {
+void check_one(const std::string& dir, const GoldenCase& c,
+               const std::vector<VariantEntry>& variants, Tally& t) {
   const std::string what = "golden " + c.name;
   std::vector<uint8_t> bytes, xb, accb, outb;
-  if (!read_file(dir + "/" + c.name + ".ekpw", &bytes) || !read_file(dir + "/" + c.name + ".x.bin", &xb) ||
-      !read_file(dir + "/" + c.name + ".acc.bin", &accb) || !read_file(dir + "/" + c.name + ".out.bin", &outb))
+  const std::string stem = dir + "/" + c.name;
+  if (!read_file(stem + ".ekpw", &bytes) || !read_file(stem + ".x.bin", &xb) ||
+      !read_file(stem + ".acc.bin", &accb) || !read_file(stem + ".out.bin", &outb))
     return t.fail(what + ": missing file");
   const size_t nacc = static_cast<size_t>(c.M) * c.N * c.ngroups;
   if (xb.size() != static_cast<size_t>(c.M) * c.K || accb.size() != 4 * nacc ||
@@ -71,14 +72,16 @@ void check_one(const std::string& dir, const GoldenCase& c, const std::vector<Va
   LogicalWeights lw;
   std::string err;
   if (!unpack(bytes, &lw, &err)) return t.fail(what + ": test unpacker: " + err);
-  const std::string diff = first_mismatch(want, oracle_accumulate(lw, x.data(), c.M, c.x_zp), c.N, c.ngroups);
+  const std::vector<int32_t> oracle = oracle_accumulate(lw, x.data(), c.M, c.x_zp);
+  const std::string diff = first_mismatch(want, oracle, c.N, c.ngroups);
   if (!diff.empty()) return t.fail(what + ": oracle on the unpacked matrix, " + diff);
   const std::vector<uint8_t> again = pack(lw);
   if (again != bytes) {
     size_t i = 0;
     while (i < again.size() && i < bytes.size() && again[i] == bytes[i]) ++i;
-    return t.fail(what + ": C++ test packer bytes differ from Python's at offset " + std::to_string(i) +
-                  " (sizes " + std::to_string(again.size()) + " vs " + std::to_string(bytes.size()) + ")");
+    return t.fail(what + ": C++ test packer bytes differ from Python's at offset " +
+                  std::to_string(i) + " (sizes " + std::to_string(again.size()) + " vs " +
+                  std::to_string(bytes.size()) + ")");
   }
   t.pass();
 }

@@ -82,7 +82,8 @@ std::vector<uint8_t> pack(const LogicalWeights& w) {
       if (w.stored(n, k)) row.push_back(w.codes[static_cast<size_t>(n) * w.K + k]);
     if (!w.sparse()) row.resize(static_cast<size_t>(nblocks) * kBlock, 0);
     append_stream(row, w.bits, codes);
-    row_vblock.push_back(row_vblock.back() + static_cast<uint32_t>((row.size() + kBlock - 1) / kBlock));
+    const size_t vblocks = (row.size() + kBlock - 1) / kBlock;
+    row_vblock.push_back(row_vblock.back() + static_cast<uint32_t>(vblocks));
     if (w.sparse()) {
       for (int b = 0; b < nblocks; ++b) {
         uint64_t word = 0;
@@ -159,7 +160,8 @@ bool unpack(const std::vector<uint8_t>& bytes, LogicalWeights* out, std::string*
     pos = off[i] + sizes[i];
   }
   if (pos != bytes.size()) {
-    *error = "sections end at " + std::to_string(pos) + ", file has " + std::to_string(bytes.size());
+    *error = "sections end at " + std::to_string(pos) + ", file has " +
+             std::to_string(bytes.size());
     return false;
   }
   LogicalWeights w;

@@ -38,7 +38,8 @@ std::string g_running = "startup";
 
 void on_crash(int sig) {
   const char head[] = "\nek-test: CRASH (signal ";
-  char num[4] = {static_cast<char>('0' + sig / 10 % 10), static_cast<char>('0' + sig % 10), ')', ' '};
+  const char num[4] = {static_cast<char>('0' + sig / 10 % 10),
+                       static_cast<char>('0' + sig % 10), ')', ' '};
   std::fflush(stdout);
   ssize_t ignored = write(2, head, sizeof head - 1);
   ignored = write(2, num, sizeof num);
@@ -74,13 +75,15 @@ bool parse_args(int argc, char** argv, Options* o) {
     unsigned long long v = 0;
     if (a == "--expect-isa" && has_value) o->expect_isa = argv[++i];
     else if (a == "--seed" && has_value && parse_count(argv[i + 1], ~0ull, &v)) o->seed = v, ++i;
-    else if (a == "--extra" && has_value && parse_count(argv[i + 1], 100000, &v)) o->extra = static_cast<int>(v), ++i;
+    else if (a == "--extra" && has_value && parse_count(argv[i + 1], 100000, &v))
+      o->extra = static_cast<int>(v), ++i;
     else if (a == "--golden" && has_value) o->golden_dir = argv[++i];
     else if (a == "--no-golden") o->golden_dir.clear();
     else if (a == "--force-variant" && has_value) o->force_isa = argv[++i];
     else {
       std::fprintf(stderr, "ek-test: unknown, incomplete or invalid argument '%s'\n"
-                   "usage: ek-test [--expect-isa ISA] [--seed S] [--extra N] [--golden DIR] [--no-golden]"
+                   "usage: ek-test [--expect-isa ISA] [--seed S] [--extra N] [--golden DIR]"
+                   " [--no-golden]"
                    " [--force-variant ISA]\n",
                    a.c_str());
       return false;
@@ -107,7 +110,8 @@ void check_case(int idx, const Case& c, const std::vector<VariantEntry>& variant
       for (int k = g * gs; k < lw.K && k < (g + 1) * gs; ++k) s += lw.weight(n, k);
       if (w.wsum.size() != static_cast<size_t>(lw.N) * lw.ngroups() ||
           w.wsum[static_cast<size_t>(n) * lw.ngroups() + g] != s)
-        return t.fail("reader wsum at n=" + std::to_string(n) + " g=" + std::to_string(g) + ", " + what);
+        return t.fail("reader wsum at n=" + std::to_string(n) + " g=" + std::to_string(g) +
+                      ", " + what);
     }
   t.pass();
   const std::vector<int8_t> x = make_activations(c);
@@ -119,7 +123,8 @@ void check_case(int idx, const Case& c, const std::vector<VariantEntry>& variant
   std::vector<int32_t> ref(nacc, 0);
   run_variant(kernels::linear_ref, w, x.data(), c.M, c.x_zp, 0, c.N, ref);
   const std::string ref_diff = first_mismatch(oracle, ref, c.N, G);
-  if (!ref_diff.empty()) return t.fail(kernels::linear_ref.name, "ref vs oracle, " + what + ": " + ref_diff);
+  if (!ref_diff.empty())
+    return t.fail(kernels::linear_ref.name, "ref vs oracle, " + what + ": " + ref_diff);
   t.pass(kernels::linear_ref.name);
 
   const int n0 = c.N / 3, n1 = c.N - c.N / 4;  // non-empty for every N >= 1
@@ -148,7 +153,8 @@ void check_case(int idx, const Case& c, const std::vector<VariantEntry>& variant
     run_variant(*e.v, w, x.data(), c.M, c.x_zp, n0, n1, part);
     diff = first_mismatch(want, part, c.N, G);
     if (!diff.empty()) {
-      t.fail(e.v->name, who + ": rows [" + std::to_string(n0) + ", " + std::to_string(n1) + ") only, " + diff);
+      t.fail(e.v->name, who + ": rows [" + std::to_string(n0) + ", " + std::to_string(n1) +
+                            ") only, " + diff);
       continue;
     }
     t.pass(e.v->name);
@@ -188,7 +194,8 @@ int main(int argc, char** argv) {
   Tally t;
   if (!opt.expect_isa.empty()) {
     if (opt.expect_isa == chosen->isa) t.pass();
-    else t.fail("dispatch selected isa=" + std::string(chosen->isa) + ", expected " + opt.expect_isa);
+    else t.fail("dispatch selected isa=" + std::string(chosen->isa) + ", expected " +
+                opt.expect_isa);
   }
 
   const std::vector<Case> cases = make_cases(opt.seed, opt.extra);

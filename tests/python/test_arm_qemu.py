@@ -200,7 +200,8 @@ esac""",
 def test_android_run_script_judges_by_output(arm_ek_test, tmp_path):
     env = _fake_tools(tmp_path, "cortex-a76") | {"EK_TEST": str(arm_ek_test)}
     script = str(ROOT / "targets" / "android" / "run.sh")
-    ok = subprocess.run([script, "--extra", "0"], env=env, capture_output=True, text=True, timeout=600)
+    ok = subprocess.run([script, "--extra", "0"], env=env, capture_output=True, text=True,
+                        timeout=600)
     assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
     assert "dispatch: linear -> isa=neondot " in ok.stdout
     # A failing run on the device must fail the script even though adb shell exits 0.

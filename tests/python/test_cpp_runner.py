@@ -62,7 +62,8 @@ def run(binary: Path, *args: str, isa: str | None = None) -> subprocess.Complete
     env = {k: v for k, v in os.environ.items() if k != "EDGEKIT_ISA"}
     if isa is not None:
         env["EDGEKIT_ISA"] = isa
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=300,
+                          env=env)
 
 
 def test_every_supported_variant_equals_reference(ek_test):

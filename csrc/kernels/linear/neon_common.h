@@ -179,11 +179,12 @@ struct SparseRow {
       const unsigned lo = static_cast<unsigned>(bits >> (16 * r)) & 0xFF;
       const unsigned hi = static_cast<unsigned>(bits >> (16 * r + 8)) & 0xFF;
       const int nlo = __builtin_popcount(lo);
+      const uint8x8_t lo8 = vdup_n_u8(static_cast<uint8_t>(lo));
+      const uint8x8_t hi8 = vdup_n_u8(static_cast<uint8_t>(hi));
       const uint8x16_t pre = vcombine_u8(
-          vld1_u8(kPrefix.v[lo]), vadd_u8(vld1_u8(kPrefix.v[hi]), vdup_n_u8(static_cast<uint8_t>(nlo))));
-      const uint8x16_t stored =
-          vtstq_u8(vcombine_u8(vdup_n_u8(static_cast<uint8_t>(lo)), vdup_n_u8(static_cast<uint8_t>(hi))),
-                   lane_bit);
+          vld1_u8(kPrefix.v[lo]),
+          vadd_u8(vld1_u8(kPrefix.v[hi]), vdup_n_u8(static_cast<uint8_t>(nlo))));
+      const uint8x16_t stored = vtstq_u8(vcombine_u8(lo8, hi8), lane_bit);
       // base + prefix <= 63 + 63 < 128: always inside the two-block window.
       uint8x16_t idx = vaddq_u8(pre, vdupq_n_u8(static_cast<uint8_t>(base)));
       idx = vorrq_u8(idx, vmvnq_u8(stored));
@@ -231,7 +232,8 @@ void walk_rows(const PackedLinear& w, int n0, int n1, Mac& mac) {
           row.expand(masks[blk], wv);
           mac.block(wv, blk);
         }
-        if ((blk + 1) % blocks_per_group == 0 || blk + 1 == w.nblocks) mac.end_group(n, blk / blocks_per_group);
+        if ((blk + 1) % blocks_per_group == 0 || blk + 1 == w.nblocks)
+          mac.end_group(n, blk / blocks_per_group);
       }
     } else {
       const uint8_t* rowp = w.codes + static_cast<size_t>(n) * w.nblocks * bb;
@@ -239,7 +241,8 @@ void walk_rows(const PackedLinear& w, int n0, int n1, Mac& mac) {
         int8x16_t wv[4];
         decode_block<B, Affine>(rowp + blk * bb, cb, wv);
         mac.block(wv, blk);
-        if ((blk + 1) % blocks_per_group == 0 || blk + 1 == w.nblocks) mac.end_group(n, blk / blocks_per_group);
+        if ((blk + 1) % blocks_per_group == 0 || blk + 1 == w.nblocks)
+          mac.end_group(n, blk / blocks_per_group);
       }
     }
   }
