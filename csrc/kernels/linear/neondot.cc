@@ -5,15 +5,15 @@
 //
 //   sum_k (x[m,k] - x_zp) * w[n,k]  =  sum_k x[m,k] * w[n,k]  -  x_zp * sum_k w[n,k]
 //
-// with both sums over the same k of group g. sdot computes each 4-term int8 dot product
-// exactly in int32 (no saturation), so the first sum is exact; the second is an sdot of the
-// weights with a vector of ones, i.e. exact too. The identity holds in the integers, and
-// int32 wrap-around is arithmetic mod 2^32 on both sides, so the result equals linear_ref's
-// accumulator bit for bit whenever the reference's own int32 sum is defined.
+// with both sums over the same k < K of group g. sdot computes each 4-term int8 dot product
+// exactly in int32 (no saturation), so the first sum is exact; the second is PackedLinear's
+// wsum[n, g], derived exactly at load time (masked weights count 0). The identity holds in
+// the integers, and int32 wrap-around is arithmetic mod 2^32 on both sides, so the result
+// equals linear_ref's accumulator bit for bit.
 //
-// Padding: dense blocks decode padding codes (k >= K) to table[0], which need not be 0.
-// Activations are zero there (scratch copy), which removes them from the first sum; the
-// weight sum must not see them either, so the last block's padding lanes are masked to 0.
+// Padding: dense blocks decode padding codes (k >= K) to table[0], which need not be 0. The
+// activations are zero there (scratch copy), which removes them from the first sum; wsum
+// never includes them.
 #include "kernels/linear/neon_common.h"
 
 namespace edgekit::kernels {
@@ -25,21 +25,12 @@ struct DotMac {
   int M, ngroups;
   int32_t x_zp;
   int32x4_t* part;    // M partial sums of x * w
-  int32x4_t wsum;     // partial sum of w over the current group
   int32_t* acc;
-  uint8x16_t tail[4];  // all-ones on lanes k < K of the last block
 
   void begin_row(int) {
     for (int m = 0; m < M; ++m) part[m] = vdupq_n_s32(0);
-    wsum = vdupq_n_s32(0);
   }
-  void block(const int8x16_t wv_in[4], int blk) {
-    int8x16_t wv[4] = {wv_in[0], wv_in[1], wv_in[2], wv_in[3]};
-    if (blk == w->nblocks - 1) {
-      for (int i = 0; i < 4; ++i) wv[i] = vandq_s8(wv[i], vreinterpretq_s8_u8(tail[i]));
-    }
-    const int8x16_t ones = vdupq_n_s8(1);
-    for (int i = 0; i < 4; ++i) wsum = vdotq_s32(wsum, wv[i], ones);
+  void block(const int8x16_t wv[4], int blk) {
     const int8_t* xb = xs + static_cast<size_t>(blk) * kBlockK;
     const size_t kpad = static_cast<size_t>(w->Kpad);
     for (int m = 0; m < M; ++m) {
@@ -54,14 +45,14 @@ struct DotMac {
   }
   void end_group(int n, int g) {
     const size_t N = static_cast<size_t>(w->N);
+    const int32_t ws = w->wsum[static_cast<size_t>(n) * ngroups + g];
     // Unsigned arithmetic: the mod-2^32 identity above, without signed-overflow UB.
-    const uint32_t corr = static_cast<uint32_t>(x_zp) * static_cast<uint32_t>(vaddvq_s32(wsum));
+    const uint32_t corr = static_cast<uint32_t>(x_zp) * static_cast<uint32_t>(ws);
     for (int m = 0; m < M; ++m) {
       const uint32_t dot = static_cast<uint32_t>(vaddvq_s32(part[m]));
       acc[(m * N + n) * ngroups + g] = static_cast<int32_t>(dot - corr);
       part[m] = vdupq_n_s32(0);
     }
-    wsum = vdupq_n_s32(0);
   }
 };
 
@@ -82,13 +73,7 @@ void neondot_accumulate(const PackedLinear& w, const int8_t* x, int M, int32_t x
     std::memcpy(dst, x + static_cast<size_t>(m) * w.K, static_cast<size_t>(w.K));
     std::memset(dst + w.K, 0, static_cast<size_t>(w.Kpad - w.K));
   }
-  DotMac mac{&w, xs, M, w.ngroups, x_zp, part, vdupq_n_s32(0), acc, {}};
-  const int valid = w.K - (w.nblocks - 1) * kBlockK;  // 1..64 lanes of the last block
-  for (int i = 0; i < 4; ++i) {
-    uint8_t lanes[16];
-    for (int j = 0; j < 16; ++j) lanes[j] = (16 * i + j < valid) ? 0xFF : 0x00;
-    mac.tail[i] = vld1q_u8(lanes);
-  }
+  DotMac mac{&w, xs, M, w.ngroups, x_zp, part, acc};
   walk(w, n0, n1, mac);
 }
 
