@@ -23,6 +23,25 @@ namespace {
 
 enum class Lookup { kAffine, kTable16, kChain };
 
+// kExpandHigh16[b]: pshufb control that sends the rank-r stored weight of bitmap byte b to
+// the high byte of int16 lane (its bit position) and zeroes every other byte, so that one
+// arithmetic shift turns the result into sign-extended int16 weights.
+struct ExpandHigh16 {
+  alignas(16) uint8_t ctrl[256][16];
+};
+constexpr ExpandHigh16 make_expand_high16() {
+  ExpandHigh16 t{};
+  for (int b = 0; b < 256; ++b) {
+    int rank = 0;
+    for (int pos = 0; pos < 8; ++pos) {
+      t.ctrl[b][2 * pos] = 0x80;
+      t.ctrl[b][2 * pos + 1] = ((b >> pos) & 1) ? static_cast<uint8_t>(rank++) : 0x80;
+    }
+  }
+  return t;
+}
+constexpr ExpandHigh16 kExpandHigh16 = make_expand_high16();
+
 inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // One plane of width P of one block -> codes 0..31 (c0) and 32..63 (c1), byte per code.
@@ -141,7 +160,8 @@ struct DenseRow {
   __m256i t[table_count<BITS, L>()];
   const uint8_t* p;
 
-  void init(const PackedLinear& w, int n) {
+  static size_t buf_bytes(const PackedLinear&) { return 0; }
+  void init(const PackedLinear& w, int n, uint8_t*) {
     build_tables<BITS, L>(w.table(n), t);
     p = w.codes + static_cast<size_t>(n) * w.nblocks * (8 * BITS);
   }
@@ -155,67 +175,56 @@ struct DenseRow {
   }
 };
 
-// Walks one sparse row: its compacted stream is decoded one virtual block (64 stored weights)
-// at a time into a small window of int8 weights (the current and the next virtual block, so a
-// dense block may straddle them); each dense block is then expanded from the window in
-// registers, 16 weights (two bitmap bytes) per pshufb.
+constexpr int kRows = 4;             // weight rows per pass at M == 1 (share the x loads)
+constexpr int kSparseReadPad = 96;   // SparseRow::next reads up to 48 + 8 + 16 bytes past its position
+
+// Walks one sparse row. init() decodes the row's compacted stream (its stored weights only,
+// in k order; never a dense expansion) into `buf`; next() expands each dense block from it in
+// registers, 16 weights (two bitmap bytes, one per 128-bit lane) per pshufb. Decoding the
+// stream up front rather than through a sliding window keeps next() free of refill branches
+// and measured ~10-15 % faster at 1x1024x4096, 50 % sparse.
 template <int BITS, Lookup L>
 struct SparseRow {
-  __m256i t[table_count<BITS, L>()];
-  alignas(32) uint8_t win[160];
   const uint64_t* bm;
-  const uint8_t* vnext;
-  const uint8_t* vend;
+  const uint8_t* buf;
   int pos;
 
-  void decode_into(uint8_t* dst) {
-    if (vnext < vend) {
-      __m256i c0, c1;
-      unpack_codes<BITS>(vnext, &c0, &c1);
-      vnext += 8 * BITS;
-      _mm256_store_si256(reinterpret_cast<__m256i*>(dst), lookup<BITS, L>(c0, t));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 32), lookup<BITS, L>(c1, t));
-    } else {
-      // Past the row's last virtual block: never selected by the bitmap, zeroed for tidiness.
-      std::memset(dst, 0, 64);
-    }
-  }
+  // Bytes of `buf` one row needs: every virtual block plus the over-read of next().
+  static size_t buf_bytes(const PackedLinear& w) { return static_cast<size_t>(w.Kpad) + kSparseReadPad; }
 
-  void init(const PackedLinear& w, int n) {
+  void init(const PackedLinear& w, int n, uint8_t* rowbuf) {
+    __m256i t[table_count<BITS, L>()];
     build_tables<BITS, L>(w.table(n), t);
+    const uint8_t* v = sparse_row_codes(w, n);
+    const uint8_t* vend = sparse_row_codes(w, n + 1);
+    uint8_t* dst = rowbuf;
+    for (; v < vend; v += 8 * BITS, dst += 64) {
+      __m256i c0, c1;
+      unpack_codes<BITS>(v, &c0, &c1);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), lookup<BITS, L>(c0, t));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 32), lookup<BITS, L>(c1, t));
+    }
+    std::memset(dst, 0, kSparseReadPad);  // read but never selected by a bitmap
     bm = w.bitmaps + static_cast<size_t>(n) * w.nblocks;
-    vnext = sparse_row_codes(w, n);
-    vend = w.codes + static_cast<size_t>(w.row_vblock[n + 1]) * (8 * BITS);
-    std::memset(win, 0, sizeof(win));
-    decode_into(win);
-    decode_into(win + 64);
+    buf = rowbuf;
     pos = 0;
   }
 
   bool next(__m256i* w16) {
     const uint64_t m = *bm++;
     if (m == 0) return false;
-    // pos < 64 and at most 48 bytes precede the last pair, so every 16-byte load ends
-    // before win + 128.
-    const uint8_t* src = win + pos;
+    const uint8_t* src = buf + pos;
     for (int q = 0; q < 4; ++q) {
-      const unsigned a = (m >> (16 * q)) & 0xFF;
-      const unsigned b = (m >> (16 * q + 8)) & 0xFF;
-      const int pa = _mm_popcnt_u32(a);
-      const __m128i ctrl = _mm_set_epi64x(
-          static_cast<int64_t>(kExpandCtrl8.ctrl[b] + static_cast<uint64_t>(pa) * 0x0101010101010101ULL),
-          static_cast<int64_t>(kExpandCtrl8.ctrl[a]));
-      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
-      w16[q] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, ctrl));
-      src += pa + _mm_popcnt_u32(b);
+      const unsigned b0 = (m >> (16 * q)) & 0xFF, b1 = (m >> (16 * q + 8)) & 0xFF;
+      const __m256i v = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(src + _mm_popcnt_u32(b0)),
+                                            reinterpret_cast<const __m128i*>(src));
+      const __m256i ctrl = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(kExpandHigh16.ctrl[b1]),
+                                               reinterpret_cast<const __m128i*>(kExpandHigh16.ctrl[b0]));
+      // Each weight lands in the high byte of its int16 lane; the arithmetic shift sign-extends.
+      w16[q] = _mm256_srai_epi16(_mm256_shuffle_epi8(v, ctrl), 8);
+      src += _mm_popcnt_u32((m >> (16 * q)) & 0xFFFF);
     }
-    pos = static_cast<int>(src - win);
-    if (pos >= 64) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(win), _mm256_load_si256(reinterpret_cast<const __m256i*>(win + 64)));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(win + 32), _mm256_load_si256(reinterpret_cast<const __m256i*>(win + 96)));
-      decode_into(win + 64);
-      pos -= 64;
-    }
+    pos = static_cast<int>(src - buf);
     return true;
   }
 };
@@ -238,9 +247,9 @@ inline __m256i dot_block(const int16_t* x, const __m256i* w16) {
 
 // M == 1: R rows per pass share each load of x; accumulators stay in registers.
 template <class Row, int R>
-void rows_m1(const PackedLinear& w, const int16_t* xs, int32_t* acc, int n) {
+void rows_m1(const PackedLinear& w, const int16_t* xs, int32_t* acc, int n, uint8_t* bufs) {
   Row rows[R];
-  for (int r = 0; r < R; ++r) rows[r].init(w, n + r);
+  for (int r = 0; r < R; ++r) rows[r].init(w, n + r, bufs + r * Row::buf_bytes(w));
   const int gb = group_blocks(w);
   for (int g = 0; g < w.ngroups; ++g) {
     __m256i a[R];
@@ -266,7 +275,7 @@ constexpr int kMChunk = 16;  // activation rows sharing one decoded block (accum
 
 // M > 1: each block is decoded once and used for every activation row of the chunk.
 template <class Row>
-void rows_mm(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1) {
+void rows_mm(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1, uint8_t* buf) {
   const int gb = group_blocks(w);
   const size_t N = static_cast<size_t>(w.N);
   __m256i am[kMChunk];
@@ -274,7 +283,7 @@ void rows_mm(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int 
     const int mc = std::min(kMChunk, M - m0);
     for (int n = n0; n < n1; ++n) {
       Row row;
-      row.init(w, n);
+      row.init(w, n, buf);
       for (int g = 0; g < w.ngroups; ++g) {
         for (int m = 0; m < mc; ++m) am[m] = _mm256_setzero_si256();
         const int b1 = std::min(w.nblocks, (g + 1) * gb);
@@ -291,67 +300,71 @@ void rows_mm(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int 
 }
 
 template <int BITS, Lookup L, bool SPARSE>
-void run(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1) {
+void run(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1, uint8_t* bufs) {
   using Row = std::conditional_t<SPARSE, SparseRow<BITS, L>, DenseRow<BITS, L>>;
   if (M > 1) {
-    rows_mm<Row>(w, xs, M, acc, n0, n1);
+    rows_mm<Row>(w, xs, M, acc, n0, n1, bufs);
     return;
   }
   int n = n0;
-  for (; n + 4 <= n1; n += 4) rows_m1<Row, 4>(w, xs, acc, n);
-  for (; n < n1; ++n) rows_m1<Row, 1>(w, xs, acc, n);
+  for (; n + kRows <= n1; n += kRows) rows_m1<Row, kRows>(w, xs, acc, n, bufs);
+  for (; n < n1; ++n) rows_m1<Row, 1>(w, xs, acc, n, bufs);
 }
 
 template <int BITS, bool SPARSE>
-void run_bits(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1) {
+void run_bits(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1, uint8_t* bufs) {
   if (w.affine) {
-    run<BITS, Lookup::kAffine, SPARSE>(w, xs, M, acc, n0, n1);
+    run<BITS, Lookup::kAffine, SPARSE>(w, xs, M, acc, n0, n1, bufs);
   } else if constexpr (BITS <= 4) {
-    run<BITS, Lookup::kTable16, SPARSE>(w, xs, M, acc, n0, n1);
+    run<BITS, Lookup::kTable16, SPARSE>(w, xs, M, acc, n0, n1, bufs);
   } else {
-    run<BITS, Lookup::kChain, SPARSE>(w, xs, M, acc, n0, n1);
+    run<BITS, Lookup::kChain, SPARSE>(w, xs, M, acc, n0, n1, bufs);
   }
 }
 
 template <bool SPARSE>
-void run_sparsity(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1) {
+void run_sparsity(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1, uint8_t* bufs) {
   switch (w.bits) {
-    case 1: run_bits<1, SPARSE>(w, xs, M, acc, n0, n1); break;
-    case 2: run_bits<2, SPARSE>(w, xs, M, acc, n0, n1); break;
-    case 3: run_bits<3, SPARSE>(w, xs, M, acc, n0, n1); break;
-    case 4: run_bits<4, SPARSE>(w, xs, M, acc, n0, n1); break;
-    case 5: run_bits<5, SPARSE>(w, xs, M, acc, n0, n1); break;
-    case 6: run_bits<6, SPARSE>(w, xs, M, acc, n0, n1); break;
-    case 7: run_bits<7, SPARSE>(w, xs, M, acc, n0, n1); break;
-    default: run_bits<8, SPARSE>(w, xs, M, acc, n0, n1); break;
+    case 1: run_bits<1, SPARSE>(w, xs, M, acc, n0, n1, bufs); break;
+    case 2: run_bits<2, SPARSE>(w, xs, M, acc, n0, n1, bufs); break;
+    case 3: run_bits<3, SPARSE>(w, xs, M, acc, n0, n1, bufs); break;
+    case 4: run_bits<4, SPARSE>(w, xs, M, acc, n0, n1, bufs); break;
+    case 5: run_bits<5, SPARSE>(w, xs, M, acc, n0, n1, bufs); break;
+    case 6: run_bits<6, SPARSE>(w, xs, M, acc, n0, n1, bufs); break;
+    case 7: run_bits<7, SPARSE>(w, xs, M, acc, n0, n1, bufs); break;
+    default: run_bits<8, SPARSE>(w, xs, M, acc, n0, n1, bufs); break;
   }
 }
 
+constexpr size_t align32(size_t v) { return (v + 31) & ~size_t{31}; }
+
+// Scratch: prepared activations, then (sparse) one decoded-stream buffer per row of a pass.
 size_t scratch_bytes(const PackedLinear& w, int M) {
-  return static_cast<size_t>(M) * w.Kpad * sizeof(int16_t) + 32;
+  const size_t bufs = w.sparse ? kRows * (static_cast<size_t>(w.Kpad) + kSparseReadPad) : 0;
+  return 32 + align32(static_cast<size_t>(M) * w.Kpad * sizeof(int16_t)) + bufs;
 }
 
 // x - x_zp as int16, zero-padded to Kpad so padding codes contribute nothing.
-int16_t* prepare_x(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, void* scratch) {
-  auto base = reinterpret_cast<uintptr_t>(scratch);
-  auto* xs = reinterpret_cast<int16_t*>((base + 31) & ~static_cast<uintptr_t>(31));
+void prepare_x(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, int16_t* xs) {
   for (int m = 0; m < M; ++m) {
     const int8_t* xr = x + static_cast<size_t>(m) * w.K;
     int16_t* dst = xs + static_cast<size_t>(m) * w.Kpad;
     for (int k = 0; k < w.K; ++k) dst[k] = static_cast<int16_t>(xr[k] - x_zp);
     for (int k = w.K; k < w.Kpad; ++k) dst[k] = 0;
   }
-  return xs;
 }
 
 void accumulate(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, int32_t* acc, int n0,
                 int n1, void* scratch) {
   if (M <= 0 || n0 >= n1) return;
-  const int16_t* xs = prepare_x(w, x, M, x_zp, scratch);
+  auto* base = reinterpret_cast<uint8_t*>(align32(reinterpret_cast<uintptr_t>(scratch)));
+  auto* xs = reinterpret_cast<int16_t*>(base);
+  uint8_t* bufs = base + align32(static_cast<size_t>(M) * w.Kpad * sizeof(int16_t));
+  prepare_x(w, x, M, x_zp, xs);
   if (w.sparse) {
-    run_sparsity<true>(w, xs, M, acc, n0, n1);
+    run_sparsity<true>(w, xs, M, acc, n0, n1, bufs);
   } else {
-    run_sparsity<false>(w, xs, M, acc, n0, n1);
+    run_sparsity<false>(w, xs, M, acc, n0, n1, bufs);
   }
 }
 
