@@ -12,7 +12,6 @@
 #include <arm_neon.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include "kernels/linear/linear.h"
 
@@ -85,15 +84,14 @@ struct Codebook {
   int8x16x4_t t[4];
 };
 
+// `table` must be readable for max(16, 2^B) bytes: PackedLinear::padded_table() pads the
+// stored 2^B-entry tables so that a 16-byte load never reads past the codebook.
 template <int B>
 inline Codebook load_codebook(const int8_t* table) {
-  // The stored table has only 2^B entries; copy it into a zero-padded buffer so the
-  // 16-byte loads never read past the caller's memory.
-  alignas(16) int8_t padded[256] = {};
-  std::memcpy(padded, table, static_cast<size_t>(1) << B);
+  constexpr int kRegs = (1 << B) < 16 ? 1 : (1 << B) / 16;  // registers the lookups read
   Codebook cb;
-  for (int q = 0; q < 4; ++q)
-    for (int i = 0; i < 4; ++i) cb.t[q].val[i] = vld1q_s8(padded + 64 * q + 16 * i);
+  for (int r = 0; r < 16; ++r)
+    cb.t[r / 4].val[r % 4] = r < kRegs ? vld1q_s8(table + 16 * r) : vdupq_n_s8(0);
   return cb;
 }
 
@@ -214,11 +212,11 @@ void walk_rows(const PackedLinear& w, int n0, int n1, Mac& mac) {
   const size_t bb = w.block_bytes();
   Codebook cb{};
   if constexpr (!Affine) {
-    if (!w.codebook_per_row) cb = load_codebook<B>(w.table(0));
+    if (!w.codebook_per_row) cb = load_codebook<B>(w.padded_table(0));
   }
   for (int n = n0; n < n1; ++n) {
     if constexpr (!Affine) {
-      if (w.codebook_per_row) cb = load_codebook<B>(w.table(n));
+      if (w.codebook_per_row) cb = load_codebook<B>(w.padded_table(n));
     }
     mac.begin_row(n);
     if constexpr (Sparse) {

@@ -14,6 +14,8 @@
 // Padding: dense blocks decode padding codes (k >= K) to table[0], which need not be 0. The
 // activations are zero there (scratch copy), which removes them from the first sum; wsum
 // never includes them.
+#include <cstring>
+
 #include "kernels/linear/neon_common.h"
 
 namespace edgekit::kernels {
