@@ -105,19 +105,22 @@ struct Prep {
   uint8_t* xu;  // (M, Kpad): x ^ 0x80, zero padding (contributes 0 to any dot product)
   int8_t* xs;   // (M, Kpad): x, zero padding
   int32_t* sx;  // (M, ngroups): sum of x over the group (affine path correction)
+  int8_t* sw;   // sparse: NT rows x (Kpad + 64) decoded compacted weights of one row tile
 };
 
 size_t align64(size_t v) { return (v + 63) & ~size_t{63}; }
 
 size_t avx512_scratch(const PackedLinear& w, int M) {
-  return 2 * align64(static_cast<size_t>(M) * w.Kpad) + align64(static_cast<size_t>(M) * w.ngroups * 4) + 64;
+  return 2 * align64(static_cast<size_t>(M) * w.Kpad) + align64(static_cast<size_t>(M) * w.ngroups * 4) +
+         (w.sparse ? static_cast<size_t>(NT) * (w.Kpad + 64) : 0) + 64;
 }
 
 Prep prepare(const PackedLinear& w, const int8_t* x, int M, void* scratch) {
   auto* base = static_cast<uint8_t*>(scratch);
   const size_t xbytes = align64(static_cast<size_t>(M) * w.Kpad);
   Prep p{M, w.Kpad, w.ngroups, base, reinterpret_cast<int8_t*>(base + xbytes),
-         reinterpret_cast<int32_t*>(base + 2 * xbytes)};
+         reinterpret_cast<int32_t*>(base + 2 * xbytes),
+         reinterpret_cast<int8_t*>(base + 2 * xbytes + align64(static_cast<size_t>(M) * w.ngroups * 4))};
   const int gb = group_blocks(w);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi8(1);
   for (int m = 0; m < M; ++m) {
@@ -240,77 +243,78 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
   }
 }
 
-// One sparse row's compacted stream, decoded (and looked up) 64 codes at a time into a
-// 128-byte window so that any 16 consecutive stored weights of the current block can be
-// loaded with one unaligned load.
+// Sparse rows. Each row's compacted stream (its stored weights only, in k order) is
+// decoded and looked up once per row tile into scratch, so the per-block loads below never
+// wait on recent stores. Each 64-position block is then expanded in registers: lane l
+// loads the 16 stored weights starting at the rank of its first position, and one vpshufb
+// scatters them with the lane's two 8-byte controls from kExpandCtrl8 (the second shifted
+// by the popcount of the first bitmap byte). docs/kernels.md has the derivation.
 struct SparseRow {
-  const uint8_t* stream;
-  const int8_t* table;
-  int64_t nvb, t, base;
-  alignas(64) int8_t win[192];
+  const int8_t* buf;  // decoded compacted weights of the row (+ 64 readable bytes)
+  int64_t t;          // stream position of the next stored weight
 };
 
 template <int BITS>
-inline void load_vblock(const PackedLinear& w, SparseRow& r, int64_t vb, int8_t* dst) {
-  if (vb >= r.nvb) return;  // past the row's stream: never read (t + popcount <= nnz)
-  const __m512i c = decode_codes<BITS>(r.stream + vb * (8 * BITS));
-  _mm512_store_si512(dst, lookup<BITS>(c, r.table, w.affine));
+void decode_row_stream(const PackedLinear& w, int n, int8_t* dst) {
+  const uint8_t* stream = sparse_row_codes(w, n);
+  const int64_t nvb = static_cast<int64_t>(w.row_vblock[n + 1]) - w.row_vblock[n];
+  const int8_t* table = w.padded_table(n);
+  for (int64_t vb = 0; vb < nvb; ++vb)
+    _mm512_storeu_si512(dst + 64 * vb, lookup<BITS>(decode_codes<BITS>(stream + vb * (8 * BITS)), table, w.affine));
 }
 
-// Weights of one bitmap block in dense positions (0 where not stored), expanded in
-// registers: lane l takes 16 stored weights starting at its first set bit's rank and
-// scatters them with two 8-byte controls from kExpandCtrl8 (docs/kernels.md).
-template <int BITS, bool FIXED>
-inline __m512i sparse_block(const PackedLinear& w, SparseRow& r, uint64_t bm) {
-  if (r.t - r.base >= 64) {
-    _mm512_store_si512(r.win, _mm512_load_si512(r.win + 64));
-    r.base += 64;
-    load_vblock<BITS>(w, r, r.base / 64 + 1, r.win + 64);
+// Controls for one bitmap word: the 8 table entries, the odd one of each lane shifted by
+// the popcount of the even one. Built with scalar loads and inserts on purpose: a gather
+// (what the compiler makes of _mm512_set_epi64 here) is microcoded on CPUs with the GDS
+// mitigation and measured ~5x slower for this loop.
+template <bool FIXED>
+inline __m512i expand_ctrl(uint64_t bm, int per8) {
+  const uint64_t* ct = kExpandCtrl8.ctrl;
+  constexpr uint64_t rep = 0x0101010101010101ull;
+  __m128i lane[4];
+  for (int l = 0; l < 4; ++l) {
+    const uint64_t lo = (bm >> (16 * l)) & 0xFF, hi = (bm >> (16 * l + 8)) & 0xFF;
+    const uint64_t off = FIXED ? static_cast<uint64_t>(per8) : static_cast<uint64_t>(__builtin_popcountll(lo));
+    lane[l] = _mm_insert_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ct + lo)),
+                               static_cast<long long>(ct[hi] + off * rep), 1);
   }
+  const __m256i h0 = _mm256_inserti128_si256(_mm256_castsi128_si256(lane[0]), lane[1], 1);
+  const __m256i h1 = _mm256_inserti128_si256(_mm256_castsi128_si256(lane[2]), lane[3], 1);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
+}
+
+template <bool FIXED>
+inline __m512i sparse_block(SparseRow& r, uint64_t bm, int per8) {
   if (!FIXED && bm == 0) return _mm512_setzero_si512();
-  const int8_t* src = r.win + (r.t - r.base);
   int o1, o2, o3, total;
-  uint64_t pcs[4];
-  if constexpr (FIXED) {  // N:M with m <= 8: every byte of the bitmap holds 8n/m bits
-    const int per8 = 8 * w.nm_n / w.nm_m;
+  if constexpr (FIXED) {  // N:M with m <= 8: every bitmap byte holds 8n/m bits
     o1 = 2 * per8, o2 = 4 * per8, o3 = 6 * per8, total = 8 * per8;
-    for (int l = 0; l < 4; ++l) pcs[l] = static_cast<uint64_t>(per8);
   } else {
     o1 = __builtin_popcountll(bm & 0xFFFFull);
     o2 = __builtin_popcountll(bm & 0xFFFFFFFFull);
     o3 = __builtin_popcountll(bm & 0xFFFFFFFFFFFFull);
     total = __builtin_popcountll(bm);
-    for (int l = 0; l < 4; ++l) pcs[l] = static_cast<uint64_t>(__builtin_popcountll((bm >> (16 * l)) & 0xFF));
   }
-  constexpr uint64_t rep = 0x0101010101010101ull;
-  const uint64_t* ct = kExpandCtrl8.ctrl;
-  const __m512i ctrl = _mm512_set_epi64(
-      static_cast<long long>(ct[(bm >> 56) & 0xFF] + pcs[3] * rep), static_cast<long long>(ct[(bm >> 48) & 0xFF]),
-      static_cast<long long>(ct[(bm >> 40) & 0xFF] + pcs[2] * rep), static_cast<long long>(ct[(bm >> 32) & 0xFF]),
-      static_cast<long long>(ct[(bm >> 24) & 0xFF] + pcs[1] * rep), static_cast<long long>(ct[(bm >> 16) & 0xFF]),
-      static_cast<long long>(ct[(bm >> 8) & 0xFF] + pcs[0] * rep), static_cast<long long>(ct[bm & 0xFF]));
+  const int8_t* src = r.buf + r.t;
   __m512i s = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
   s = _mm512_inserti32x4(s, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o1)), 1);
   s = _mm512_inserti32x4(s, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o2)), 2);
   s = _mm512_inserti32x4(s, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o3)), 3);
   r.t += total;
-  return _mm512_shuffle_epi8(s, ctrl);
+  return _mm512_shuffle_epi8(s, expand_ctrl<FIXED>(bm, per8));
 }
 
 template <int BITS, int MT, bool FIXED>
 void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_t* acc, int n, int n1) {
   int rows[NT];
   SparseRow sr[NT];
+  const int per8 = FIXED ? 8 * w.nm_n / w.nm_m : 0;
   for (int i = 0; i < NT; ++i) {
     rows[i] = std::min(n + i, n1 - 1);
-    SparseRow& r = sr[i];
-    r.stream = sparse_row_codes(w, rows[i]);
-    r.table = w.padded_table(rows[i]);
-    r.nvb = static_cast<int64_t>(w.row_vblock[rows[i] + 1]) - w.row_vblock[rows[i]];
-    r.t = r.base = 0;
-    std::memset(r.win, 0, sizeof r.win);
-    load_vblock<BITS>(w, r, 0, r.win);
-    load_vblock<BITS>(w, r, 1, r.win + 64);
+    int8_t* buf = p.sw + static_cast<size_t>(i) * (p.Kpad + 64);
+    // Decoded once per row tile: the first activation chunk (m0 == 0) fills the buffer.
+    if (m0 == 0) decode_row_stream<BITS>(w, rows[i], buf);
+    sr[i] = SparseRow{buf, 0};
   }
   const int gb = group_blocks(w);
   for (int g = 0; g < w.ngroups; ++g) {
@@ -320,8 +324,9 @@ void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int
     const int b1 = std::min((g + 1) * gb, w.nblocks);
     for (int b = g * gb; b < b1; ++b) {
       __m512i wv[NT];
+#pragma GCC unroll 4
       for (int i = 0; i < NT; ++i)
-        wv[i] = sparse_block<BITS, FIXED>(w, sr[i], w.bitmaps[static_cast<size_t>(rows[i]) * w.nblocks + b]);
+        wv[i] = sparse_block<FIXED>(sr[i], w.bitmaps[static_cast<size_t>(rows[i]) * w.nblocks + b], per8);
       for (int m = 0; m < MT; ++m) {
         const __m512i xv = _mm512_load_si512(p.xu + static_cast<size_t>(m0 + m) * p.Kpad + 64 * b);
         for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
