@@ -146,12 +146,15 @@ inline __m256i lookup(__m256i c, const __m256i* t) {
   }
 }
 
-// 64 int8 weights (two registers, natural k order) -> four registers of 16 int16.
-inline void widen(__m256i w0, __m256i w1, __m256i* w16) {
-  w16[0] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w0));
-  w16[1] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w0, 1));
-  w16[2] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w1));
-  w16[3] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w1, 1));
+// 64 int8 weights (two registers, natural k order) -> four registers of 16 int16: the even
+// then the odd k of each 32-k half (the order prepare_x gives dense activations). Shifts
+// inside 16-bit lanes do the sign extension on the ALU ports, leaving the shuffle port to
+// the table lookups (vpmovsxbw would need it twice per register).
+inline void widen_even_odd(__m256i w0, __m256i w1, __m256i* w16) {
+  w16[0] = _mm256_srai_epi16(_mm256_slli_epi16(w0, 8), 8);
+  w16[1] = _mm256_srai_epi16(w0, 8);
+  w16[2] = _mm256_srai_epi16(_mm256_slli_epi16(w1, 8), 8);
+  w16[3] = _mm256_srai_epi16(w1, 8);
 }
 
 // Walks one dense row block by block.
@@ -170,7 +173,7 @@ struct DenseRow {
     __m256i c0, c1;
     unpack_codes<BITS>(p, &c0, &c1);
     p += 8 * BITS;
-    widen(lookup<BITS, L>(c0, t), lookup<BITS, L>(c1, t), w16);
+    widen_even_odd(lookup<BITS, L>(c0, t), lookup<BITS, L>(c1, t), w16);
     return true;
   }
 };
@@ -344,13 +347,17 @@ size_t scratch_bytes(const PackedLinear& w, int M) {
   return 32 + align32(static_cast<size_t>(M) * w.Kpad * sizeof(int16_t)) + bufs;
 }
 
-// x - x_zp as int16, zero-padded to Kpad so padding codes contribute nothing.
+// x - x_zp as int16, zero-padded to Kpad so padding codes contribute nothing. Dense rows
+// want each 32-k half as its even k then its odd k (widen_even_odd); sparse rows expand to
+// natural order.
 void prepare_x(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, int16_t* xs) {
   for (int m = 0; m < M; ++m) {
     const int8_t* xr = x + static_cast<size_t>(m) * w.K;
     int16_t* dst = xs + static_cast<size_t>(m) * w.Kpad;
-    for (int k = 0; k < w.K; ++k) dst[k] = static_cast<int16_t>(xr[k] - x_zp);
-    for (int k = w.K; k < w.Kpad; ++k) dst[k] = 0;
+    for (int k = 0; k < w.Kpad; ++k) {
+      const int at = w.sparse ? k : (k & ~31) | ((k & 1) << 4) | ((k & 31) >> 1);
+      dst[at] = static_cast<int16_t>(k < w.K ? xr[k] - x_zp : 0);
+    }
   }
 }
 
