@@ -145,6 +145,8 @@ constexpr PrefixTable kPrefix{};
 // registers) slides along the row's compacted stream; each dense block takes popcount(mask)
 // weights from position `pos` and scatters them to their lanes with tbl/tbx. Lanes whose
 // mask bit is clear get index 0xFF, which tbl turns into 0 — no dense buffer is ever built.
+// N:M rows take the same path: their fixed counts would only save the popcounts, which are
+// a few scalar instructions per 16 lanes next to the two 64-byte table lookups.
 template <int B, bool Affine>
 struct SparseRow {
   const uint8_t* stream;
