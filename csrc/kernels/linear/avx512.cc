@@ -180,6 +180,7 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
   int rows[NT];
   const uint8_t* rp[NT];
   const int8_t* tab[NT];
+  #pragma GCC unroll 4
   for (int i = 0; i < NT; ++i) {
     rows[i] = std::min(n + i, n1 - 1);
     rp[i] = w.codes + static_cast<size_t>(rows[i]) * w.nblocks * w.block_bytes();
@@ -196,7 +197,9 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
   }
   for (int g = 0; g < w.ngroups; ++g) {
     __m512i a[MT][NT];
+    #pragma GCC unroll 4
     for (int m = 0; m < MT; ++m)
+      #pragma GCC unroll 4
       for (int i = 0; i < NT; ++i) a[m][i] = _mm512_setzero_si512();
     const int b1 = std::min((g + 1) * gb, w.nblocks);
     for (int b = g * gb; b < b1; ++b) {
@@ -204,7 +207,9 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
       // The next row tile, one tile's worth of time ahead: rows of a tile share a 4 KiB
       // page, which defeats the hardware stream detector.
       if (b % kBlocksPerLine == 0)
+        #pragma GCC unroll 4
         for (int i = 0; i < NT; ++i) _mm_prefetch(reinterpret_cast<const char*>(rp[i] + pf + b * (8 * BITS)), _MM_HINT_T0);
+      #pragma GCC unroll 4
       for (int i = 0; i < NT; ++i) {
         const uint8_t* blk = rp[i] + b * (8 * BITS);
         if constexpr (MODE == 2) {
@@ -214,25 +219,32 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
           wv[i] = MODE == 1 ? c : lookup<BITS>(c, tab[i], w.affine);
         }
       }
+      #pragma GCC unroll 4
       for (int m = 0; m < MT; ++m) {
         const size_t xo = static_cast<size_t>(m0 + m) * p.Kpad + 64 * b;
         if constexpr (MODE != 0) {
           const __m512i xv = _mm512_load_si512(p.xs + xo);
+          #pragma GCC unroll 4
           for (int i = 0; i < NT; ++i) dpbusd(a[m][i], wv[i], xv);
         } else {
           const __m512i xv = _mm512_load_si512(p.xu + xo);
+          #pragma GCC unroll 4
           for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
         }
       }
     }
     uint32_t ws[NT];
+    #pragma GCC unroll 4
     for (int i = 0; i < NT; ++i) ws[i] = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
+    #pragma GCC unroll 4
     for (int m = 0; m < MT; ++m) {
       if constexpr (MODE == 2)
+        #pragma GCC unroll 4
         for (int i = 0; i < NT; ++i) a[m][i] = _mm512_srav_epi32(a[m][i], segshift);
       alignas(16) uint32_t sum[NT];
       _mm_store_si128(reinterpret_cast<__m128i*>(sum), reduce4(a[m][0], a[m][1], a[m][2], a[m][3]));
       const uint32_t sx = static_cast<uint32_t>(p.sx[(m0 + m) * w.ngroups + g]);
+      #pragma GCC unroll 4
       for (int i = 0; i < NT; ++i) {
         if (i > 0 && n + i >= n1) break;
         const uint32_t corr = MODE != 0 ? half * sx + static_cast<uint32_t>(x_zp) * ws[i]
@@ -309,6 +321,7 @@ void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int
   int rows[NT];
   SparseRow sr[NT];
   const int per8 = FIXED ? 8 * w.nm_n / w.nm_m : 0;
+  #pragma GCC unroll 4
   for (int i = 0; i < NT; ++i) {
     rows[i] = std::min(n + i, n1 - 1);
     int8_t* buf = p.sw + static_cast<size_t>(i) * (p.Kpad + 64);
@@ -319,7 +332,9 @@ void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int
   const int gb = group_blocks(w);
   for (int g = 0; g < w.ngroups; ++g) {
     __m512i a[MT][NT];
+    #pragma GCC unroll 4
     for (int m = 0; m < MT; ++m)
+      #pragma GCC unroll 4
       for (int i = 0; i < NT; ++i) a[m][i] = _mm512_setzero_si512();
     const int b1 = std::min((g + 1) * gb, w.nblocks);
     for (int b = g * gb; b < b1; ++b) {
@@ -327,14 +342,18 @@ void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int
 #pragma GCC unroll 4
       for (int i = 0; i < NT; ++i)
         wv[i] = sparse_block<FIXED>(sr[i], w.bitmaps[static_cast<size_t>(rows[i]) * w.nblocks + b], per8);
+      #pragma GCC unroll 4
       for (int m = 0; m < MT; ++m) {
         const __m512i xv = _mm512_load_si512(p.xu + static_cast<size_t>(m0 + m) * p.Kpad + 64 * b);
+        #pragma GCC unroll 4
         for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
       }
     }
+    #pragma GCC unroll 4
     for (int m = 0; m < MT; ++m) {
       alignas(16) uint32_t sum[NT];
       _mm_store_si128(reinterpret_cast<__m128i*>(sum), reduce4(a[m][0], a[m][1], a[m][2], a[m][3]));
+      #pragma GCC unroll 4
       for (int i = 0; i < NT; ++i) {
         if (i > 0 && n + i >= n1) break;
         const uint32_t ws = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
