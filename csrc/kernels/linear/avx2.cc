@@ -1,9 +1,10 @@
 // Packed linear kernel, AVX2 (docs/kernels.md, "AVX2 and VBMI2 variants").
 //
-// Exactness: vpmaddubsw saturates to int16 (two u8*s8 products can exceed 32767), so it is
-// never used. Activations are prepared once per call as int16 (x - x_zp, in [-255, 255],
-// zero-padded to Kpad) and weights are sign-extended to int16; vpmaddwd then forms pairs of
-// products whose sum (|.| <= 2 * 255 * 128) is exact in int32.
+// Exactness: vpmaddubsw saturates to int16 (two u8*s8 products can exceed 32767), so it only
+// ever multiplies affine codes c <= 127 by x (|pair sum| <= 32512, see codes_m1). Everything
+// else (8-bit affine, codebook tables, sparse rows) uses int16 activations x - x_zp (in
+// [-255, 255], zero-padded to Kpad) against sign-extended int16 weights: vpmaddwd pair sums
+// (|.| <= 2 * 255 * 128) are exact in int32. int32 sums wrap modulo 2^32, like the reference.
 //
 // Weights are decoded per 64-code block on 32-byte registers straight from the bit-planes
 // (docs/format.md §1.3); sparse rows decode their compacted stream and expand it in registers
@@ -302,6 +303,132 @@ void rows_mm(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int 
   }
 }
 
+// ---- Dense affine weights with b <= 7: dot products on the codes themselves -------------
+//
+// With w = c - h (h = 2^(b-1)) and codes c <= 127, vpmaddubsw(c, x) cannot saturate: a pair
+// sum is at most 2 * 127 * 128 = 32512 in magnitude. Per row and group
+//   sum (x - zp)(c - h) = sum x*c - h * sum x - zp * sum c + zp * h * K_g   (mod 2^32, as ref)
+// where K_g counts the positions k < K of the group (padding has x = 0 and c = 0). This halves
+// the multiply work of the int16 path, which dense affine b = 8 and all tables still use.
+struct CodesX {
+  const int8_t* x8;   // (M, Kpad): x, zero padded
+  const int32_t* sx;  // (M, ngroups): sum of x over the group
+};
+
+// Fits in the int16 activation area of scratch_bytes: M*Kpad + 4*M*ngroups <= 2*M*Kpad.
+CodesX prepare_codes_x(const PackedLinear& w, const int8_t* x, int M, uint8_t* base) {
+  auto* x8 = reinterpret_cast<int8_t*>(base);
+  auto* sx = reinterpret_cast<int32_t*>(base + static_cast<size_t>(M) * w.Kpad);
+  const int gk = group_blocks(w) * kBlockK;
+  for (int m = 0; m < M; ++m) {
+    int32_t* s = sx + static_cast<size_t>(m) * w.ngroups;
+    for (int g = 0; g < w.ngroups; ++g) s[g] = 0;
+    for (int k = 0; k < w.Kpad; ++k) {
+      const int8_t v = k < w.K ? x[static_cast<size_t>(m) * w.K + k] : 0;
+      x8[static_cast<size_t>(m) * w.Kpad + k] = v;
+      s[k / gk] += v;
+    }
+  }
+  return {x8, sx};
+}
+
+template <int BITS>
+inline __m256i dot_codes(__m256i c0, __m256i c1, __m256i x0, __m256i x1) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i p0 = _mm256_maddubs_epi16(c0, x0), p1 = _mm256_maddubs_epi16(c1, x1);
+  // For c <= 63 two pair sums still fit int16 (2 * 2 * 63 * 128 = 32256).
+  if constexpr (BITS <= 6) return _mm256_madd_epi16(_mm256_add_epi16(p0, p1), ones);
+  return _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+}
+
+// sum of the 64 codes as 4 uint64 partial sums (c0 + c1 <= 254 fits a byte).
+inline __m256i sum_codes(__m256i c0, __m256i c1) {
+  return _mm256_sad_epu8(_mm256_add_epi8(c0, c1), _mm256_setzero_si256());
+}
+
+inline uint32_t hsum64(__m256i v) {
+  const __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  return static_cast<uint32_t>(_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1));
+}
+
+template <int BITS>
+inline int32_t codes_result(__m256i dot, __m256i csum, int32_t sum_x, int32_t kg, int32_t x_zp) {
+  constexpr uint32_t h = 1u << (BITS - 1);
+  const uint32_t zp = static_cast<uint32_t>(x_zp);
+  const uint32_t v = static_cast<uint32_t>(hsum(dot)) - h * static_cast<uint32_t>(sum_x) - zp * hsum64(csum) +
+                     zp * h * static_cast<uint32_t>(kg);
+  return static_cast<int32_t>(v);
+}
+
+inline int group_k(const PackedLinear& w, int g) {
+  const int gk = group_blocks(w) * kBlockK;
+  return std::min(w.K, (g + 1) * gk) - g * gk;
+}
+
+template <int BITS, int R>
+void codes_m1(const PackedLinear& w, const CodesX& cx, int32_t x_zp, int32_t* acc, int n) {
+  const uint8_t* p[R];
+  for (int r = 0; r < R; ++r) p[r] = w.codes + static_cast<size_t>(n + r) * w.nblocks * (8 * BITS);
+  const int gb = group_blocks(w);
+  for (int g = 0; g < w.ngroups; ++g) {
+    __m256i a[R], cs[R];
+    for (int r = 0; r < R; ++r) a[r] = cs[r] = _mm256_setzero_si256();
+    const int b1 = std::min(w.nblocks, (g + 1) * gb);
+    for (int b = g * gb; b < b1; ++b) {
+      const __m256i x0 = loadu256(cx.x8 + b * kBlockK), x1 = loadu256(cx.x8 + b * kBlockK + 32);
+      for (int r = 0; r < R; ++r) {
+        __m256i c0, c1;
+        unpack_codes<BITS>(p[r], &c0, &c1);
+        p[r] += 8 * BITS;
+        a[r] = _mm256_add_epi32(a[r], dot_codes<BITS>(c0, c1, x0, x1));
+        cs[r] = _mm256_add_epi64(cs[r], sum_codes(c0, c1));
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      acc[static_cast<size_t>(n + r) * w.ngroups + g] = codes_result<BITS>(a[r], cs[r], cx.sx[g], group_k(w, g), x_zp);
+  }
+}
+
+template <int BITS>
+void codes_mm(const PackedLinear& w, const CodesX& cx, int M, int32_t x_zp, int32_t* acc, int n0, int n1) {
+  const int gb = group_blocks(w);
+  __m256i am[kMChunk];
+  for (int m0 = 0; m0 < M; m0 += kMChunk) {
+    const int mc = std::min(kMChunk, M - m0);
+    for (int n = n0; n < n1; ++n) {
+      const uint8_t* p = w.codes + static_cast<size_t>(n) * w.nblocks * (8 * BITS);
+      for (int g = 0; g < w.ngroups; ++g) {
+        __m256i cs = _mm256_setzero_si256();
+        for (int m = 0; m < mc; ++m) am[m] = _mm256_setzero_si256();
+        for (int b = g * gb; b < std::min(w.nblocks, (g + 1) * gb); ++b, p += 8 * BITS) {
+          __m256i c0, c1;
+          unpack_codes<BITS>(p, &c0, &c1);
+          cs = _mm256_add_epi64(cs, sum_codes(c0, c1));
+          const int8_t* xb = cx.x8 + static_cast<size_t>(m0) * w.Kpad + static_cast<size_t>(b) * kBlockK;
+          for (int m = 0; m < mc; ++m, xb += w.Kpad)
+            am[m] = _mm256_add_epi32(am[m], dot_codes<BITS>(c0, c1, loadu256(xb), loadu256(xb + 32)));
+        }
+        for (int m = 0; m < mc; ++m)
+          acc[(static_cast<size_t>(m0 + m) * w.N + n) * w.ngroups + g] =
+              codes_result<BITS>(am[m], cs, cx.sx[static_cast<size_t>(m0 + m) * w.ngroups + g], group_k(w, g), x_zp);
+      }
+    }
+  }
+}
+
+template <int BITS>
+void run_codes(const PackedLinear& w, const CodesX& cx, int M, int32_t x_zp, int32_t* acc, int n0, int n1) {
+  if (M > 1) {
+    codes_mm<BITS>(w, cx, M, x_zp, acc, n0, n1);
+    return;
+  }
+  int n = n0;
+  for (; n + kRows <= n1; n += kRows) codes_m1<BITS, kRows>(w, cx, x_zp, acc, n);
+  for (; n < n1; ++n) codes_m1<BITS, 1>(w, cx, x_zp, acc, n);
+}
+
+// ---- Everything else: int16 activations x sign-extended int16 weights -------------------
+
 template <int BITS, Lookup L, bool SPARSE>
 void run(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1, uint8_t* bufs) {
   using Row = std::conditional_t<SPARSE, SparseRow<BITS, L>, DenseRow<BITS, L>>;
@@ -317,7 +444,7 @@ void run(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, 
 template <int BITS, bool SPARSE>
 void run_bits(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int n0, int n1, uint8_t* bufs) {
   if (w.affine) {
-    run<BITS, Lookup::kAffine, SPARSE>(w, xs, M, acc, n0, n1, bufs);
+    if constexpr (SPARSE || BITS == 8) run<BITS, Lookup::kAffine, SPARSE>(w, xs, M, acc, n0, n1, bufs);
   } else if constexpr (BITS <= 4) {
     run<BITS, Lookup::kTable16, SPARSE>(w, xs, M, acc, n0, n1, bufs);
   } else {
@@ -367,6 +494,19 @@ void accumulate(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, int
   auto* base = reinterpret_cast<uint8_t*>(align32(reinterpret_cast<uintptr_t>(scratch)));
   auto* xs = reinterpret_cast<int16_t*>(base);
   uint8_t* bufs = base + align32(static_cast<size_t>(M) * w.Kpad * sizeof(int16_t));
+  if (!w.sparse && w.affine && w.bits <= 7) {
+    const CodesX cx = prepare_codes_x(w, x, M, base);
+    switch (w.bits) {
+      case 1: run_codes<1>(w, cx, M, x_zp, acc, n0, n1); break;
+      case 2: run_codes<2>(w, cx, M, x_zp, acc, n0, n1); break;
+      case 3: run_codes<3>(w, cx, M, x_zp, acc, n0, n1); break;
+      case 4: run_codes<4>(w, cx, M, x_zp, acc, n0, n1); break;
+      case 5: run_codes<5>(w, cx, M, x_zp, acc, n0, n1); break;
+      case 6: run_codes<6>(w, cx, M, x_zp, acc, n0, n1); break;
+      default: run_codes<7>(w, cx, M, x_zp, acc, n0, n1); break;
+    }
+    return;
+  }
   prepare_x(w, x, M, x_zp, xs);
   if (w.sparse) {
     run_sparsity<true>(w, xs, M, acc, n0, n1, bufs);
