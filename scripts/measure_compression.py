@@ -41,6 +41,8 @@ SETTINGS = {
     "mixed": "mixed",
     "50% magnitude, int8": _all(bits=8, sparsity={"kind": "magnitude", "amount": 0.5}),
     "50% Wanda, int8": _all(bits=8, sparsity={"kind": "wanda", "amount": 0.5}),
+    "int8 + int8 activations (mse)": _all(bits=8, activations="mse"),
+    "int8 + int8 activations (minmax)": _all(bits=8, activations="minmax"),
     "2:4 magnitude, int8": None,
     "2:4 Wanda, int8": None,
 }

@@ -153,7 +153,7 @@ def _int8_table(levels: np.ndarray, nentries: int) -> tuple[np.ndarray, float | 
     """Float levels (S, L) -> sorted int8 table (S, nentries), per-row level scale, max unique.
 
     max |level| maps to 127; levels that round to the same int8 are merged and the table is
-    padded by repeating its largest entry (padding entries are never the nearest one).
+    padded by repeating its largest entry (a code may point at a padding entry: same value).
     """
     amax = np.abs(levels).max(axis=1, keepdims=True)
     amax = np.where(amax > 0, amax, 1.0)

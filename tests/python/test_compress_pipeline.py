@@ -221,3 +221,25 @@ def test_zoo_models_compress_and_report(name, recipe):
         st = small.init_state(1)
         out, _ = small.step(calib[0][0][:, :small.chunk_frames], st)
         assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Conv1d(6, 8, 3, groups=2),
+                                  lambda: nn.ConvTranspose1d(6, 8, 3, groups=2),
+                                  lambda: nn.Linear(5, 7), lambda: nn.Conv1d(4, 4, 5, groups=4)])
+def test_weight_view_rows_are_output_channels(make):
+    from edgekit.compress.layers import weight_2d
+    torch.manual_seed(0)
+    mod = make()
+    w2d = weight_2d(mod, mod.weight)
+    assert w2d.shape[0] == (mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels)
+    torch.testing.assert_close(weight_from_2d(mod, w2d, mod.weight.shape), mod.weight.detach())
+    # Zeroing row n of the view must silence exactly output channel n (bias only).
+    w2d[3] = 0
+    with torch.no_grad():
+        mod.weight.copy_(weight_from_2d(mod, w2d, mod.weight.shape))
+        x = torch.randn(2, 5) if isinstance(mod, nn.Linear) else torch.randn(2, mod.in_channels, 9)
+        y = mod(x)
+    ch = y[:, 3] if isinstance(mod, nn.Linear) else y[:, 3, :]
+    torch.testing.assert_close(ch, torch.full_like(ch, float(mod.bias[3].detach())))
+    others = y[:, [0, 1, 2]] if isinstance(mod, nn.Linear) else y[:, :3, :]
+    assert (others - mod.bias[:3].reshape(1, 3, *([1] * (y.dim() - 2)))).abs().max() > 1e-3
