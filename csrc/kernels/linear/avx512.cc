@@ -11,6 +11,12 @@
 // rows MT <= 4 at a time, so each decoded block feeds up to 16 vpdpbusd.
 #include <immintrin.h>
 
+// GCC 12 reports "'__Y' may be used uninitialized" inside its own AVX-512 headers once these
+// templates are inlined (the headers' self-initialized undefined vectors; GCC PR 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <algorithm>
 #include <cstring>
 
@@ -171,6 +177,22 @@ struct ScaledSeg {
       (12 / (2 * W)) * W, (13 / (2 * W)) * W, (14 / (2 * W)) * W, (15 / (2 * W)) * W};
 };
 
+template <int MT>
+inline void zero_acc(__m512i (&a)[MT][NT]) {
+#pragma GCC unroll 4
+  for (int m = 0; m < MT; ++m)
+#pragma GCC unroll 4
+    for (int i = 0; i < NT; ++i) a[m][i] = _mm512_setzero_si512();
+}
+
+template <int MT>
+inline void add_acc(__m512i (&a)[MT][NT], const __m512i (&b)[MT][NT]) {
+#pragma GCC unroll 4
+  for (int m = 0; m < MT; ++m)
+#pragma GCC unroll 4
+    for (int i = 0; i < NT; ++i) a[m][i] = _mm512_add_epi32(a[m][i], b[m][i]);
+}
+
 // Dense rows [n, n + NT) (clamped to n1 - 1; duplicates are computed but not stored) for
 // activation rows [m0, m0 + MT). MODE: 0 table lookup, 1 affine, 2 affine scaled segments.
 template <int BITS, int MT, int MODE>
@@ -180,7 +202,7 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
   int rows[NT];
   const uint8_t* rp[NT];
   const int8_t* tab[NT];
-  #pragma GCC unroll 4
+#pragma GCC unroll 4
   for (int i = 0; i < NT; ++i) {
     rows[i] = std::min(n + i, n1 - 1);
     rp[i] = w.codes + static_cast<size_t>(rows[i]) * w.nblocks * w.block_bytes();
@@ -195,56 +217,68 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
     segmask = _mm512_load_si512(ScaledSeg<W>::mask);
     segshift = _mm512_load_si512(ScaledSeg<W>::shift);
   }
-  for (int g = 0; g < w.ngroups; ++g) {
-    __m512i a[MT][NT];
-    #pragma GCC unroll 4
-    for (int m = 0; m < MT; ++m)
-      #pragma GCC unroll 4
-      for (int i = 0; i < NT; ++i) a[m][i] = _mm512_setzero_si512();
-    const int b1 = std::min((g + 1) * gb, w.nblocks);
-    for (int b = g * gb; b < b1; ++b) {
-      __m512i wv[NT];
-      // The next row tile, one tile's worth of time ahead: rows of a tile share a 4 KiB
-      // page, which defeats the hardware stream detector.
-      if (b % kBlocksPerLine == 0)
-        #pragma GCC unroll 4
-        for (int i = 0; i < NT; ++i) _mm_prefetch(reinterpret_cast<const char*>(rp[i] + pf + b * (8 * BITS)), _MM_HINT_T0);
-      #pragma GCC unroll 4
-      for (int i = 0; i < NT; ++i) {
-        const uint8_t* blk = rp[i] + b * (8 * BITS);
-        if constexpr (MODE == 2) {
-          wv[i] = _mm512_and_si512(bcast_plane<W>(blk), segmask);
-        } else {
-          const __m512i c = decode_codes<BITS>(blk);
-          wv[i] = MODE == 1 ? c : lookup<BITS>(c, tab[i], w.affine);
-        }
-      }
-      #pragma GCC unroll 4
-      for (int m = 0; m < MT; ++m) {
-        const size_t xo = static_cast<size_t>(m0 + m) * p.Kpad + 64 * b;
-        if constexpr (MODE != 0) {
-          const __m512i xv = _mm512_load_si512(p.xs + xo);
-          #pragma GCC unroll 4
-          for (int i = 0; i < NT; ++i) dpbusd(a[m][i], wv[i], xv);
-        } else {
-          const __m512i xv = _mm512_load_si512(p.xu + xo);
-          #pragma GCC unroll 4
-          for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
-        }
+  using Acc = __m512i[MT][NT];
+  // One block: decode NT rows once, feed MT activation rows.
+  auto step = [&](int b, Acc& a) __attribute__((always_inline)) {
+    __m512i wv[NT];
+    // The next row tile, one tile's worth of time ahead: rows of a tile share a 4 KiB
+    // page, which defeats the hardware stream detector.
+    if (b % kBlocksPerLine == 0) {
+#pragma GCC unroll 4
+      for (int i = 0; i < NT; ++i) _mm_prefetch(reinterpret_cast<const char*>(rp[i] + pf + b * (8 * BITS)), _MM_HINT_T0);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NT; ++i) {
+      const uint8_t* blk = rp[i] + b * (8 * BITS);
+      if constexpr (MODE == 2) {
+        wv[i] = _mm512_and_si512(bcast_plane<W>(blk), segmask);
+      } else {
+        const __m512i c = decode_codes<BITS>(blk);
+        wv[i] = MODE == 1 ? c : lookup<BITS>(c, tab[i], w.affine);
       }
     }
-    uint32_t ws[NT];
-    #pragma GCC unroll 4
-    for (int i = 0; i < NT; ++i) ws[i] = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int m = 0; m < MT; ++m) {
-      if constexpr (MODE == 2)
-        #pragma GCC unroll 4
+      const size_t xo = static_cast<size_t>(m0 + m) * p.Kpad + 64 * b;
+      if constexpr (MODE != 0) {
+        const __m512i xv = _mm512_load_si512(p.xs + xo);
+#pragma GCC unroll 4
+        for (int i = 0; i < NT; ++i) dpbusd(a[m][i], wv[i], xv);
+      } else {
+        const __m512i xv = _mm512_load_si512(p.xu + xo);
+#pragma GCC unroll 4
+        for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
+      }
+    }
+  };
+  for (int g = 0; g < w.ngroups; ++g) {
+    Acc a, a2;
+    zero_acc<MT>(a);
+    zero_acc<MT>(a2);
+    const int b1 = std::min((g + 1) * gb, w.nblocks);
+    int b = g * gb;
+    // With one activation row there are only NT accumulator chains; a second set for odd
+    // blocks keeps vpdpbusd latency (5 cycles) off the critical path.
+    if constexpr (MT == 1)
+      for (; b + 1 < b1; b += 2) {
+        step(b, a);
+        step(b + 1, a2);
+      }
+    for (; b < b1; ++b) step(b, a);
+    if constexpr (MT == 1) add_acc<MT>(a, a2);
+    uint32_t ws[NT];
+#pragma GCC unroll 4
+    for (int i = 0; i < NT; ++i) ws[i] = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
+#pragma GCC unroll 4
+    for (int m = 0; m < MT; ++m) {
+      if constexpr (MODE == 2) {
+#pragma GCC unroll 4
         for (int i = 0; i < NT; ++i) a[m][i] = _mm512_srav_epi32(a[m][i], segshift);
+      }
       alignas(16) uint32_t sum[NT];
       _mm_store_si128(reinterpret_cast<__m128i*>(sum), reduce4(a[m][0], a[m][1], a[m][2], a[m][3]));
       const uint32_t sx = static_cast<uint32_t>(p.sx[(m0 + m) * w.ngroups + g]);
-      #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (int i = 0; i < NT; ++i) {
         if (i > 0 && n + i >= n1) break;
         const uint32_t corr = MODE != 0 ? half * sx + static_cast<uint32_t>(x_zp) * ws[i]
@@ -321,7 +355,7 @@ void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int
   int rows[NT];
   SparseRow sr[NT];
   const int per8 = FIXED ? 8 * w.nm_n / w.nm_m : 0;
-  #pragma GCC unroll 4
+#pragma GCC unroll 4
   for (int i = 0; i < NT; ++i) {
     rows[i] = std::min(n + i, n1 - 1);
     int8_t* buf = p.sw + static_cast<size_t>(i) * (p.Kpad + 64);
@@ -330,30 +364,37 @@ void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int
     sr[i] = SparseRow{buf, 0};
   }
   const int gb = group_blocks(w);
-  for (int g = 0; g < w.ngroups; ++g) {
-    __m512i a[MT][NT];
-    #pragma GCC unroll 4
-    for (int m = 0; m < MT; ++m)
-      #pragma GCC unroll 4
-      for (int i = 0; i < NT; ++i) a[m][i] = _mm512_setzero_si512();
-    const int b1 = std::min((g + 1) * gb, w.nblocks);
-    for (int b = g * gb; b < b1; ++b) {
-      __m512i wv[NT];
+  using Acc = __m512i[MT][NT];
+  auto step = [&](int b, Acc& a) __attribute__((always_inline)) {
+    __m512i wv[NT];
 #pragma GCC unroll 4
-      for (int i = 0; i < NT; ++i)
-        wv[i] = sparse_block<FIXED>(sr[i], w.bitmaps[static_cast<size_t>(rows[i]) * w.nblocks + b], per8);
-      #pragma GCC unroll 4
-      for (int m = 0; m < MT; ++m) {
-        const __m512i xv = _mm512_load_si512(p.xu + static_cast<size_t>(m0 + m) * p.Kpad + 64 * b);
-        #pragma GCC unroll 4
-        for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
-      }
+    for (int i = 0; i < NT; ++i)
+      wv[i] = sparse_block<FIXED>(sr[i], w.bitmaps[static_cast<size_t>(rows[i]) * w.nblocks + b], per8);
+#pragma GCC unroll 4
+    for (int m = 0; m < MT; ++m) {
+      const __m512i xv = _mm512_load_si512(p.xu + static_cast<size_t>(m0 + m) * p.Kpad + 64 * b);
+#pragma GCC unroll 4
+      for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
     }
-    #pragma GCC unroll 4
+  };
+  for (int g = 0; g < w.ngroups; ++g) {
+    Acc a, a2;
+    zero_acc<MT>(a);
+    zero_acc<MT>(a2);
+    const int b1 = std::min((g + 1) * gb, w.nblocks);
+    int b = g * gb;
+    if constexpr (MT == 1)
+      for (; b + 1 < b1; b += 2) {
+        step(b, a);
+        step(b + 1, a2);
+      }
+    for (; b < b1; ++b) step(b, a);
+    if constexpr (MT == 1) add_acc<MT>(a, a2);
+#pragma GCC unroll 4
     for (int m = 0; m < MT; ++m) {
       alignas(16) uint32_t sum[NT];
       _mm_store_si128(reinterpret_cast<__m128i*>(sum), reduce4(a[m][0], a[m][1], a[m][2], a[m][3]));
-      #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (int i = 0; i < NT; ++i) {
         if (i > 0 && n + i >= n1) break;
         const uint32_t ws = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
