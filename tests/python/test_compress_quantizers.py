@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgekit.compress.quantizers import dequantize, lloyd_max_levels, mulaw_inverse, quantize
 
@@ -153,3 +155,28 @@ def test_bad_weights_raise_value_error():
         quantize(np.zeros(8), 4)
     with pytest.raises(ValueError, match="NaN"):
         quantize(np.full((2, 2), np.nan), 4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 6), k=st.integers(1, 150), seed=st.integers(0, 2**31 - 1),
+       quantizer=st.sampled_from(["uniform", "lloyd_max", "mulaw", "binary"]),
+       bits=st.integers(1, 8), gran=st.sampled_from(["tensor", "channel", "group"]),
+       per_row=st.booleans(), masked=st.booleans())
+def test_invariants_on_random_shapes(n, k, seed, quantizer, bits, gran, per_row, masked):
+    if quantizer == "binary":
+        bits = 1
+    elif quantizer == "uniform":
+        bits = max(bits, 2)
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_t(3, size=(n, k)) * rng.uniform(1e-3, 10)).astype(np.float32)
+    mask = rng.random((n, k)) > 0.3 if masked else None
+    q = quantize(w, bits, quantizer, gran, 64 if gran == "group" else 0,
+                 "channel" if per_row else "tensor", mask=mask)
+    assert q.codes.shape == (n, k) and int(q.codes.max()) < 2 ** bits
+    assert np.all(np.isfinite(q.scale)) and np.all(q.scale >= 0)
+    deq = q.dequantize()
+    if mask is not None:
+        assert np.all(deq[~mask] == 0)
+    keep = np.ones((n, k), bool) if mask is None else mask
+    # Never worse than quantizing everything to zero.
+    assert np.sum((deq - w)[keep] ** 2) <= np.sum(w[keep].astype(np.float64) ** 2) * (1 + 1e-6)
