@@ -190,16 +190,29 @@ def pack_arrays(codes, bits, codebook, scale, mask=None, nm=None, group_size=0) 
     if offsets[-1] >= 1 << 32:
         raise ValueError("too many stored codes for 32-bit row offsets")
     stream = np.zeros(int(offsets[-1]) * BLOCK, np.uint8)
-    stream[_stream_index(mask, offsets)] = codes[mask]
+    stream[_stream_index(mask, offsets)] = codes[mask]  # mask order = row-major, like the index
     data = encode_blocks(stream.reshape(-1, BLOCK), bits)
     return Sections(bits, flags, N, K, group_size, nm_n, nm_m, data.reshape(-1), bitmaps,
                     offsets.astype(np.uint32), np.ascontiguousarray(table), scale)
 
 
 def _stream_index(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Position in the compacted stream of every stored code, in row-major mask order."""
-    rank = np.cumsum(mask, axis=1) - 1
-    return (offsets[:-1, None] * BLOCK + rank)[mask]
+    """Position in the compacted stream of every stored code, in row-major mask order.
+
+    Works on the stored codes only (O(nnz)): the j-th stored code overall, in row r, goes to
+    64 * offsets[r] + (j - stored codes before row r).
+    """
+    nnz = mask.sum(axis=1)
+    total = int(nnz.sum())
+    # int32 indices when they fit: these arrays are as long as the stored codes, and fresh
+    # memory (page faults) dominates the cost of packing a large sparse matrix.
+    dt = np.int32 if int(offsets[-1]) * BLOCK < 2**31 else np.int64
+    before = np.zeros(mask.shape[0], np.int64)
+    np.cumsum(nnz[:-1], out=before[1:])
+    base = (offsets[:-1].astype(np.int64) * BLOCK - before).astype(dt)
+    idx = np.arange(total, dtype=dt)
+    idx += np.repeat(base, nnz)
+    return idx
 
 
 def unpack_arrays(s: Sections):
