@@ -104,7 +104,8 @@ def _batches(calib) -> list:
     try:
         batches = list(calib)
     except TypeError:
-        raise ValueError(f"calib must be an iterable of batches, got {type(calib).__name__}") from None
+        raise ValueError(
+            f"calib must be an iterable of batches, got {type(calib).__name__}") from None
     if not batches:
         raise ValueError("calib is empty: give at least one calibration batch")
     return batches

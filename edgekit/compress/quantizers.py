@@ -95,9 +95,10 @@ def lloyd_max_levels(x: np.ndarray, nlevels: int, weights: np.ndarray | None = N
                      init: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Weighted 1-D Lloyd-Max (k-means) levels for each row of `x` (S, M) -> ((S, L), iterations).
 
-    Quantile initialisation unless `init` (S or 1, L) is given; stops when every row's distortion drops by less than `tol`
-    relative (METHODS.md §2). Each row is sorted once; an iteration is then one searchsorted
-    for the decision thresholds and prefix sums for the centroids, for all rows at once.
+    Quantile initialisation unless `init` (S or 1, L) is given; stops when every row's
+    distortion drops by less than `tol` relative (METHODS.md §2). Each row is sorted once; an
+    iteration is then one searchsorted for the decision thresholds and prefix sums for the
+    centroids, for all rows at once.
     """
     x = np.asarray(x, np.float64)
     s, m = x.shape
@@ -280,7 +281,8 @@ def _check_args(w, bits, quantizer, granularity, group_size, codebook, mu) -> No
     if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
         raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
     if quantizer not in QUANTIZERS:
-        raise ValueError(f"unknown quantizer {quantizer!r}; expected one of {', '.join(QUANTIZERS)}")
+        raise ValueError(f"unknown quantizer {quantizer!r}; expected one of "
+                         f"{', '.join(QUANTIZERS)}")
     if quantizer == "uniform" and bits < 2:
         raise ValueError("uniform needs bits >= 2 (its 1-bit grid is {-1, 0}); use 'binary'")
     if quantizer == "binary" and bits != 1:

@@ -9,7 +9,7 @@ so it isolates that layer's own error; the model SNR compares the two whole mode
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch

@@ -34,7 +34,8 @@ def test_at_most_2b_levels_per_scope_and_exact_dequant(quantizer, bits, gran, cb
     q = quantize(w, bits, quantizer, gran, gs, cb)
     assert q.codes.dtype == np.uint8 and q.codes.max() < 2 ** bits
     assert q.codebook.dtype == np.int8 and q.codebook.shape[1] == 2 ** bits
-    assert q.codebook.shape[0] == (w.shape[0] if cb == "channel" and quantizer == "lloyd_max" else 1)
+    per_row = cb == "channel" and quantizer == "lloyd_max"
+    assert q.codebook.shape[0] == (w.shape[0] if per_row else 1)
     ng = 1 if gs == 0 else -(-w.shape[1] // gs)
     assert q.scale.shape == (w.shape[0], ng) and q.scale.dtype == np.float32
     # The codebook scope (tensor or row) never holds more than 2**b distinct int8 values...

@@ -30,7 +30,7 @@ def lowest_per_row(scores: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def magnitude_mask(w, sparsity: float, scope: str = "row") -> np.ndarray:
-    """Mask zeroing the smallest |w|: floor(s·K) per row ('row') or floor(s·N·K) in all ('tensor')."""
+    """Mask zeroing the smallest |w|: floor(s·K) per row ('row') or floor(s·N·K) overall."""
     w = np.asarray(w, np.float32)
     if w.ndim != 2:
         raise ValueError(f"expected a 2-D (N, K) weight, got shape {w.shape}")

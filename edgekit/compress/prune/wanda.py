@@ -101,7 +101,8 @@ def lstm_feature_sqsum(lstm: nn.LSTM, x, hx=None) -> dict[str, np.ndarray]:
                 c0 = hx[1][layer * ndir + d].detach().float().reshape(-1, hsz)
             one = nn.LSTM(inp.shape[-1], hsz, 1, bias=lstm.bias, batch_first=True)
             with torch.no_grad():
-                for kind in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if lstm.bias else ()):
+                kinds = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if lstm.bias else ())
+                for kind in kinds:
                     getattr(one, f"{kind}_l0").copy_(getattr(lstm, f"{kind}{sfx}"))
                 seq = inp.flip(1) if d else inp
                 y, _ = one(seq, (h0.unsqueeze(0), c0.unsqueeze(0)))
