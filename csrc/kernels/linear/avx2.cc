@@ -179,7 +179,7 @@ struct DenseRow {
   }
 };
 
-constexpr int kRows = 4;             // weight rows per pass at M == 1 (share the x loads)
+constexpr int kRows = 2;  // weight rows per pass at M == 1 (share the x loads); 2 beat 1, 3, 4, 6, 8 here
 constexpr int kSparseReadPad = 96;   // SparseRow::next reads up to 48 + 8 + 16 bytes past its position
 
 // Walks one sparse row. init() decodes the row's compacted stream (its stored weights only,
@@ -518,6 +518,6 @@ void accumulate(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, int
 }  // namespace
 
 // extern: external linkage even where linear.h did not declare it (EDGEKIT_HAVE_AVX2 unset).
-extern const LinearVariant linear_avx2 = {"avx2", "linear_qs8_qc1to8w_4x64__avx2", scratch_bytes, accumulate};
+extern const LinearVariant linear_avx2 = {"avx2", "linear_qs8_qc1to8w_2x64__avx2", scratch_bytes, accumulate};
 
 }  // namespace edgekit::kernels
