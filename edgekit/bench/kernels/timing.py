@@ -20,7 +20,7 @@ class Budget:
     min_time_s: float = 0.3
     min_iters: int = 10
     max_iters: int = 1_000_000
-    rounds: int = 3
+    rounds: int = 5
 
 
 def time_calls(fn: Callable[[], object], budget: Budget) -> np.ndarray:
