@@ -177,58 +177,60 @@ struct ScaledSeg {
       (12 / (2 * W)) * W, (13 / (2 * W)) * W, (14 / (2 * W)) * W, (15 / (2 * W)) * W};
 };
 
-template <int MT>
-inline void zero_acc(__m512i (&a)[MT][NT]) {
-#pragma GCC unroll 4
+template <int MT, int R = NT>
+inline void zero_acc(__m512i (&a)[MT][R]) {
+#pragma GCC unroll 8
   for (int m = 0; m < MT; ++m)
-#pragma GCC unroll 4
-    for (int i = 0; i < NT; ++i) a[m][i] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) a[m][i] = _mm512_setzero_si512();
 }
 
-template <int MT>
-inline void add_acc(__m512i (&a)[MT][NT], const __m512i (&b)[MT][NT]) {
-#pragma GCC unroll 4
+template <int MT, int R = NT>
+inline void add_acc(__m512i (&a)[MT][R], const __m512i (&b)[MT][R]) {
+#pragma GCC unroll 8
   for (int m = 0; m < MT; ++m)
-#pragma GCC unroll 4
-    for (int i = 0; i < NT; ++i) a[m][i] = _mm512_add_epi32(a[m][i], b[m][i]);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) a[m][i] = _mm512_add_epi32(a[m][i], b[m][i]);
 }
 
-// Dense rows [n, n + NT) (clamped to n1 - 1; duplicates are computed but not stored) for
+// Dense rows [n, n + R) (clamped to n1 - 1; duplicates are computed but not stored) for
 // activation rows [m0, m0 + MT). MODE: 0 table lookup, 1 affine, 2 affine scaled segments.
-template <int BITS, int MT, int MODE>
+// R = 8 rows for a single activation row halves the per-tile setup and reductions, which
+// were ~40% of the time at K = 1024 (16 blocks per row).
+template <int BITS, int MT, int MODE, int R = NT>
 void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_t* acc, int n, int n1) {
   constexpr int W = PlaneSpec<BITS>::width(0);
   static_assert(MODE != 2 || (PlaneSpec<BITS>::count == 1 && W < 8), "scaled segments need one plane");
-  int rows[NT];
-  const uint8_t* rp[NT];
-  const int8_t* tab[NT];
-#pragma GCC unroll 4
-  for (int i = 0; i < NT; ++i) {
+  int rows[R];
+  const uint8_t* rp[R];
+  const int8_t* tab[R];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
     rows[i] = std::min(n + i, n1 - 1);
     rp[i] = w.codes + static_cast<size_t>(rows[i]) * w.nblocks * w.block_bytes();
     tab[i] = w.padded_table(rows[i]);
   }
   const int gb = group_blocks(w);
   constexpr uint32_t half = 1u << (BITS - 1);
-  const size_t pf = static_cast<size_t>(NT) * w.nblocks * w.block_bytes();
+  const size_t pf = static_cast<size_t>(R) * w.nblocks * w.block_bytes();
   constexpr int kBlocksPerLine = 64 % (8 * BITS) == 0 ? 64 / (8 * BITS) : 1;
   __m512i segmask = _mm512_setzero_si512(), segshift = _mm512_setzero_si512();
   if constexpr (MODE == 2) {
     segmask = _mm512_load_si512(ScaledSeg<W>::mask);
     segshift = _mm512_load_si512(ScaledSeg<W>::shift);
   }
-  using Acc = __m512i[MT][NT];
+  using Acc = __m512i[MT][R];
   // One block: decode NT rows once, feed MT activation rows.
   auto step = [&](int b, Acc& a) __attribute__((always_inline)) {
-    __m512i wv[NT];
+    __m512i wv[R];
     // The next row tile, one tile's worth of time ahead: rows of a tile share a 4 KiB
     // page, which defeats the hardware stream detector.
     if (b % kBlocksPerLine == 0) {
-#pragma GCC unroll 4
-      for (int i = 0; i < NT; ++i) _mm_prefetch(reinterpret_cast<const char*>(rp[i] + pf + b * (8 * BITS)), _MM_HINT_T0);
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(rp[i] + pf + b * (8 * BITS)), _MM_HINT_T0);
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < NT; ++i) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
       const uint8_t* blk = rp[i] + b * (8 * BITS);
       if constexpr (MODE == 2) {
         wv[i] = _mm512_and_si512(bcast_plane<W>(blk), segmask);
@@ -237,24 +239,24 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
         wv[i] = MODE == 1 ? c : lookup<BITS>(c, tab[i], w.affine);
       }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int m = 0; m < MT; ++m) {
       const size_t xo = static_cast<size_t>(m0 + m) * p.Kpad + 64 * b;
       if constexpr (MODE != 0) {
         const __m512i xv = _mm512_load_si512(p.xs + xo);
-#pragma GCC unroll 4
-        for (int i = 0; i < NT; ++i) dpbusd(a[m][i], wv[i], xv);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; ++i) dpbusd(a[m][i], wv[i], xv);
       } else {
         const __m512i xv = _mm512_load_si512(p.xu + xo);
-#pragma GCC unroll 4
-        for (int i = 0; i < NT; ++i) dpbusd(a[m][i], xv, wv[i]);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; ++i) dpbusd(a[m][i], xv, wv[i]);
       }
     }
   };
   for (int g = 0; g < w.ngroups; ++g) {
     Acc a, a2;
-    zero_acc<MT>(a);
-    zero_acc<MT>(a2);
+    zero_acc<MT, R>(a);
+    zero_acc<MT, R>(a2);
     const int b1 = std::min((g + 1) * gb, w.nblocks);
     int b = g * gb;
     // With one activation row there are only NT accumulator chains; a second set for odd
@@ -265,21 +267,23 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
         step(b + 1, a2);
       }
     for (; b < b1; ++b) step(b, a);
-    if constexpr (MT == 1) add_acc<MT>(a, a2);
-    uint32_t ws[NT];
-#pragma GCC unroll 4
-    for (int i = 0; i < NT; ++i) ws[i] = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
-#pragma GCC unroll 4
+    if constexpr (MT == 1) add_acc<MT, R>(a, a2);
+    uint32_t ws[R];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) ws[i] = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
+#pragma GCC unroll 8
     for (int m = 0; m < MT; ++m) {
       if constexpr (MODE == 2) {
-#pragma GCC unroll 4
-        for (int i = 0; i < NT; ++i) a[m][i] = _mm512_srav_epi32(a[m][i], segshift);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; ++i) a[m][i] = _mm512_srav_epi32(a[m][i], segshift);
       }
-      alignas(16) uint32_t sum[NT];
-      _mm_store_si128(reinterpret_cast<__m128i*>(sum), reduce4(a[m][0], a[m][1], a[m][2], a[m][3]));
+      alignas(16) uint32_t sum[R];
+#pragma GCC unroll 2
+      for (int q = 0; q < R; q += 4)
+        _mm_store_si128(reinterpret_cast<__m128i*>(sum + q), reduce4(a[m][q], a[m][q + 1], a[m][q + 2], a[m][q + 3]));
       const uint32_t sx = static_cast<uint32_t>(p.sx[(m0 + m) * w.ngroups + g]);
-#pragma GCC unroll 4
-      for (int i = 0; i < NT; ++i) {
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) {
         if (i > 0 && n + i >= n1) break;
         const uint32_t corr = MODE != 0 ? half * sx + static_cast<uint32_t>(x_zp) * ws[i]
                                         : static_cast<uint32_t>(128 + x_zp) * ws[i];
@@ -426,6 +430,19 @@ void run_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_
 // activation rows passes over them, so weights stream from memory once per call.
 template <int BITS>
 void run_bits(const PackedLinear& w, const Prep& p, int M, int32_t x_zp, int32_t* acc, int n0, int n1) {
+  // One activation row, affine: 8-row tiles (the table path would spill its registers).
+  if (M == 1 && !w.sparse && w.affine) {
+    for (int n = n0; n < n1; n += 2 * NT) {
+      if constexpr (PlaneSpec<BITS>::count == 1 && BITS < 8) {
+        if (group_blocks(w) <= kMaxScaledBlocks) {
+          dense_tile<BITS, 1, 2, 2 * NT>(w, p, 0, x_zp, acc, n, n1);
+          continue;
+        }
+      }
+      dense_tile<BITS, 1, 1, 2 * NT>(w, p, 0, x_zp, acc, n, n1);
+    }
+    return;
+  }
   for (int n = n0; n < n1; n += NT) {
     int m = 0;
     for (; m + 4 <= M; m += 4) run_tile<BITS, 4>(w, p, m, x_zp, acc, n, n1);
