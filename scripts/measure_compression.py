@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -39,6 +40,11 @@ SETTINGS = {
     "3-bit Lloyd-Max (g64)": _all(bits=3, **LM),
     "2-bit Lloyd-Max (g64)": _all(bits=2, **LM),
     "mixed": "mixed",
+    "int4 uniform (g64) + gptq": _all(bits=4, rounding="gptq", **G64),
+    "int4 Lloyd-Max (g64) + gptq": _all(bits=4, rounding="gptq", **LM),
+    "3-bit Lloyd-Max (g64) + gptq": _all(bits=3, rounding="gptq", **LM),
+    "2-bit Lloyd-Max (g64) + gptq": _all(bits=2, rounding="gptq", **LM),
+    "mixed + gptq": None,
     "50% magnitude, int8": _all(bits=8, sparsity={"kind": "magnitude", "amount": 0.5}),
     "50% Wanda, int8": _all(bits=8, sparsity={"kind": "wanda", "amount": 0.5}),
     "int8 + int8 activations (mse)": _all(bits=8, activations="mse"),
@@ -46,6 +52,9 @@ SETTINGS = {
     "2:4 magnitude, int8": None,
     "2:4 Wanda, int8": None,
 }
+_mixed = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/mixed.yaml").read_text())
+_mixed["defaults"]["rounding"] = "gptq"
+SETTINGS["mixed + gptq"] = _mixed
 for _score, _key in (("magnitude", "2:4 magnitude, int8"), ("wanda", "2:4 Wanda, int8")):
     # Depthwise convs (K = kernel size, e.g. 15) cannot hold 2:4 groups; they stay dense.
     SETTINGS[_key] = {"rules": [

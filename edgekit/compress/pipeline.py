@@ -1,8 +1,8 @@
 """compress(model, recipe, calib) -> a compressed deep copy (the original is untouched).
 
 Layers are compressed one at a time in execution order. A layer whose settings need data
-(Wanda scores, N:M by Wanda score, activation calibration) is calibrated on the inputs it
-receives in the partially compressed copy, i.e. on the outputs of the already pruned and
+(Wanda scores, N:M by Wanda score, activation calibration, gptq rounding) is calibrated on
+the inputs it receives in the partially compressed copy, i.e. on the outputs of the already pruned and
 quantized earlier layers (METHODS.md §6: sequential calibration). Each such calibration is a
 forward over the calibration batches that stops as soon as the layer has seen its input; a
 layer that is called several times per forward is calibrated on its first call.
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edgekit.compress.calibrate import ActObserver
+from edgekit.compress.gptq import input_hessians
 from edgekit.compress.layers import (QuantLayer, QuantMatrix, lstm_weight_names,
                                      make_quant_layer, weight_2d)
 from edgekit.compress.prune import magnitude_mask, nm_mask, wanda_mask, wanda_scores
@@ -46,13 +47,13 @@ def compress(model: nn.Module, recipe: Any, calib: Iterable | None = None) -> nn
     needing = [n for n, _, s in plan if _needs_data(s)]
     if needing and batches is None:
         raise RecipeError(f"{recipe.source}: layer {needing[0]!r} needs calibration data "
-                          f"(Wanda or activations) but calib=None")
+                          f"(Wanda, activations or gptq) but calib=None")
     if batches is not None:
         plan = _execution_order(out, plan, batches[0])
     with torch.no_grad():
         for name, module, spec in plan:
-            stats = _calibrate(out, name, module, spec, batches) if _needs_data(spec) else None
             try:
+                stats = _calibrate(out, name, module, spec, batches) if _needs_data(spec) else None
                 layer = quantize_module(module, spec, stats)
             except RecipeError:
                 raise
@@ -70,8 +71,9 @@ def quantize_module(module: nn.Module, spec: LayerSpec, stats: dict | None = Non
         w2d = weight_2d(module, getattr(module, pname))
         xsq = None if stats is None else stats.get("sqsum", {}).get(pname)
         mask, nm = _mask(w2d, spec.sparsity, xsq)
+        hess = None if stats is None else stats.get("hessian", {}).get(pname)
         qw = quantize(w2d, spec.bits, spec.quantizer, spec.granularity, spec.group_size,
-                      spec.codebook, spec.range == "narrow", mask, spec.mu)
+                      spec.codebook, spec.range == "narrow", mask, spec.mu, hessian=hess)
         matrices[pname] = QuantMatrix(qw, nm)
     layer = make_quant_layer(module, matrices)
     if spec.activations:
@@ -95,7 +97,8 @@ def _mask(w2d, sp: dict | None, xsq):
 
 def _needs_data(spec: LayerSpec) -> bool:
     sp = spec.sparsity or {}
-    return bool(spec.activations) or sp.get("kind") == "wanda" or sp.get("score") == "wanda"
+    return (bool(spec.activations) or sp.get("kind") == "wanda" or sp.get("score") == "wanda"
+            or spec.rounding == "gptq")
 
 
 def _batches(calib) -> list:
@@ -141,7 +144,8 @@ def _execution_order(model, plan, batch):
 def _calibrate(model, name, module, spec, batches) -> dict:
     sp = spec.sparsity or {}
     want_sq = sp.get("kind") == "wanda" or sp.get("score") == "wanda"
-    stats: dict = {"sqsum": {}, "calls": 0}
+    want_h = spec.rounding == "gptq"
+    stats: dict = {"sqsum": {}, "hessian": {}, "calls": 0}
     if spec.activations:
         stats["observer"] = ActObserver(spec.activations["method"], spec.activations["percentile"])
 
@@ -156,6 +160,9 @@ def _calibrate(model, name, module, spec, batches) -> dict:
                 sq = {"weight": feature_sqsum(mod, x)}
             for k, v in sq.items():
                 stats["sqsum"][k] = stats["sqsum"].get(k, 0.0) + v
+        if want_h:
+            for k, v in input_hessians(mod, args).items():
+                stats["hessian"][k] = stats["hessian"].get(k, 0.0) + v
         stats["calls"] += 1
         raise _Stop
 

@@ -169,7 +169,8 @@ def _int8_table(levels: np.ndarray, nentries: int) -> tuple[np.ndarray, float | 
 
 def quantize(w, bits: int, quantizer: str = "uniform", granularity: str = "channel",
              group_size: int = 0, codebook: str = "tensor", narrow: bool = False,
-             mask=None, mu: float = 255.0, refine: int = 2, tol: float = 1e-6) -> QuantizedWeight:
+             mask=None, mu: float = 255.0, refine: int = 2, tol: float = 1e-6,
+             hessian: np.ndarray | None = None, damp: float = 0.01) -> QuantizedWeight:
     """Quantize a float (N, K) matrix to b-bit codes + int8 codebook + float32 scales.
 
     granularity: scale per 'tensor' (one value, stored per row), per 'channel' (row) or per
@@ -177,6 +178,8 @@ def quantize(w, bits: int, quantizer: str = "uniform", granularity: str = "chann
     'channel' (row); uniform always uses the shared identity table. `mask` (bool (N, K),
     False = pruned) excludes weights from fitting; their codes are 0 and they dequantize to 0.
     `refine`: rounds of least-squares scale refit + re-assignment (0 disables).
+    `hessian` (G, K, K) input covariance(s) (rows split evenly over the G groups): the final
+    codes are chosen with GPTQ-style error feedback (`edgekit.compress.gptq`), not nearest.
     """
     w = np.asarray(w, dtype=np.float32)
     _check_args(w, bits, quantizer, granularity, group_size, codebook, mu)
@@ -234,11 +237,30 @@ def quantize(w, bits: int, quantizer: str = "uniform", granularity: str = "chann
         ok = (den > 0) & (num >= 0)
         scale = np.where(ok, num / np.where(ok, den, 1.0), scale)
         codes = _assign(wm, table, scale, gs, lo)
+    if hessian is not None:
+        codes = _gptq(wm, m, table, scale, gs, lo, np.asarray(hessian, np.float64), damp)
     codes = np.where(m, codes, 0).astype(np.uint8)
     return QuantizedWeight(codes=codes, codebook=table.astype(np.int8),
                            scale=scale.astype(np.float32), bits=bits, group_size=gs,
                            quantizer=quantizer, levels=int(levels),
                            mask=None if mask is None else m.copy(), extra=extra)
+
+
+def _gptq(wm, m, table, scale, gs, lo, hessian, damp) -> np.ndarray:
+    from edgekit.compress.gptq import gptq_codes
+
+    n, k = wm.shape
+    if hessian.ndim != 3 or hessian.shape[1:] != (k, k) or n % hessian.shape[0]:
+        raise ValueError(f"hessian of shape {hessian.shape} does not fit weight {(n, k)}")
+    se = _expand(scale, k, gs)
+    per = n // hessian.shape[0]
+    codes = np.zeros((n, k), np.uint8)
+    for g in range(hessian.shape[0]):
+        r = slice(g * per, (g + 1) * per)
+        tab = table if table.shape[0] == 1 else table[r]
+        codes[r] = gptq_codes(wm[r], m[r], tab, np.ascontiguousarray(se[r]), lo, hessian[g],
+                              lambda c, t, s, lo_: _assign(c, t, s, 0, lo_), damp)
+    return codes
 
 
 def _best_clip(wm, m, table, scale, granularity, gs, lo, ratios):

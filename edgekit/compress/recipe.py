@@ -17,7 +17,8 @@ rules:               # FIRST MATCHING RULE WINS; layers no rule matches stay flo
 
 Layer settings: bits (1..8), quantizer (uniform | lloyd_max | mulaw | binary), granularity
 (tensor | channel | group), group_size (multiple of 64, with granularity group), codebook
-(tensor | channel), range (full | narrow; uniform only), mu (μ-law), skip (leave float),
+(tensor | channel), range (full | narrow; uniform only), mu (μ-law), rounding (nearest |
+gptq: data-aware codes, needs calibration data), skip (leave float),
 sparsity ({kind: magnitude, amount, scope: row|tensor} | {kind: wanda, amount} |
 {kind: nm, n, m, score: magnitude|wanda}), activations (null | minmax | percentile | mse, or
 {method, percentile}). Every error is a `RecipeError` (a ValueError and an EdgekitError) with
@@ -43,7 +44,7 @@ BUILTIN_DIR = Path(__file__).resolve().parents[2] / "recipes"
 LAYER_TYPES = {"linear": nn.Linear, "conv1d": nn.Conv1d,
                "conv_transpose1d": nn.ConvTranspose1d, "lstm": nn.LSTM}
 _LAYER_KEYS = ("bits", "quantizer", "granularity", "group_size", "codebook", "range", "mu",
-               "sparsity", "activations", "skip")
+               "rounding", "sparsity", "activations", "skip")
 _RULE_KEYS = ("match", "type", "optional") + _LAYER_KEYS
 _TOP_KEYS = ("name", "description", "defaults", "rules")
 
@@ -63,6 +64,7 @@ class LayerSpec:
     codebook: str = "tensor"
     range: str = "full"
     mu: float = 255.0
+    rounding: str = "nearest"
     sparsity: dict | None = None
     activations: dict | None = None
     skip: bool = False
@@ -279,6 +281,8 @@ def _settings(d: dict, where: str) -> dict:
             out[k] = _choice(v, CODEBOOK_SCOPES, w)
         elif k == "range":
             out[k] = _choice(v, ("full", "narrow"), w)
+        elif k == "rounding":
+            out[k] = _choice(v, ("nearest", "gptq"), w)
         elif k == "mu":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise RecipeError(f"{w}: expected a number > 0, got {v!r}")

@@ -71,16 +71,25 @@ def feature_sqsum(module: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 
 def lstm_feature_sqsum(lstm: nn.LSTM, x, hx=None) -> dict[str, np.ndarray]:
-    """Per gate matrix of an LSTM, the (4H, K) sums of squares of its input features.
+    """Per gate matrix of an LSTM, the (4H, K) sums of squares of its input features."""
+    out = {}
+    for name, feats in lstm_features(lstm, x, hx).items():
+        s = (feats.double() ** 2).sum(dim=0).numpy()
+        out[name] = np.broadcast_to(s, (4 * lstm.hidden_size, s.size))
+    return out
+
+
+def lstm_features(lstm: nn.LSTM, x, hx=None) -> dict[str, torch.Tensor]:
+    """Per gate matrix of an LSTM, its input features over all frames: (frames, K).
 
     weight_ih_l{k}: the input of layer k (layer 0: x; above: the previous layer's outputs);
     weight_hh_l{k}: the previous hidden state h_{t-1} (h0 first). The stacked LSTM is re-run
     one layer and direction at a time to expose those inner sequences.
     """
     if lstm.proj_size:
-        raise ValueError("Wanda on LSTM with proj_size is not supported")
+        raise ValueError("calibrating an LSTM with proj_size is not supported")
     if not isinstance(x, torch.Tensor):
-        raise ValueError("Wanda on LSTM needs a plain tensor input (not a PackedSequence)")
+        raise ValueError("calibrating an LSTM needs a plain tensor input (not a PackedSequence)")
     x = x.detach().float()
     unbatched = x.dim() == 2
     if unbatched:
@@ -88,7 +97,7 @@ def lstm_feature_sqsum(lstm: nn.LSTM, x, hx=None) -> dict[str, np.ndarray]:
     elif not lstm.batch_first:
         x = x.transpose(0, 1)
     ndir, hsz = (2 if lstm.bidirectional else 1), lstm.hidden_size
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, torch.Tensor] = {}
     inp = x
     for layer in range(lstm.num_layers):
         ys = []
@@ -109,9 +118,8 @@ def lstm_feature_sqsum(lstm: nn.LSTM, x, hx=None) -> dict[str, np.ndarray]:
                 y = y.flip(1) if d else y
             hprev = (torch.cat([h0.unsqueeze(1), y[:, :-1]], 1) if not d
                      else torch.cat([y[:, 1:], h0.unsqueeze(1)], 1))
-            for kind, feats in (("weight_ih", inp), ("weight_hh", hprev)):
-                s = (feats.double() ** 2).sum(dim=(0, 1)).numpy()
-                out[f"{kind}{sfx}"] = np.broadcast_to(s, (4 * hsz, s.size))
+            out[f"weight_ih{sfx}"] = inp.reshape(-1, inp.shape[-1])
+            out[f"weight_hh{sfx}"] = hprev.reshape(-1, hsz)
             ys.append(y)
         inp = torch.cat(ys, dim=-1)
     return out
