@@ -294,8 +294,8 @@ void rows_mm(const PackedLinear& w, const int16_t* xs, int M, int32_t* acc, int 
         for (int b = g * gb; b < b1; ++b) {
           __m256i w16[4];
           if (!row.next(w16)) continue;
-          const int16_t* xb = xs + static_cast<size_t>(m0) * w.Kpad + static_cast<size_t>(b) * kBlockK;
-          for (int m = 0; m < mc; ++m, xb += w.Kpad) am[m] = _mm256_add_epi32(am[m], dot_block(xb, w16));
+          const int16_t* xb = xs + (static_cast<size_t>(b) * M + m0) * kBlockK;
+          for (int m = 0; m < mc; ++m, xb += kBlockK) am[m] = _mm256_add_epi32(am[m], dot_block(xb, w16));
         }
         for (int m = 0; m < mc; ++m) acc[((m0 + m) * N + n) * w.ngroups + g] = hsum(am[m]);
       }
@@ -325,7 +325,7 @@ CodesX prepare_codes_x(const PackedLinear& w, const int8_t* x, int M, uint8_t* b
     for (int g = 0; g < w.ngroups; ++g) s[g] = 0;
     for (int k = 0; k < w.Kpad; ++k) {
       const int8_t v = k < w.K ? x[static_cast<size_t>(m) * w.K + k] : 0;
-      x8[static_cast<size_t>(m) * w.Kpad + k] = v;
+      x8[(static_cast<size_t>(k / kBlockK) * M + m) * kBlockK + k % kBlockK] = v;
       s[k / gk] += v;
     }
   }
@@ -404,8 +404,8 @@ void codes_mm(const PackedLinear& w, const CodesX& cx, int M, int32_t x_zp, int3
           __m256i c0, c1;
           unpack_codes<BITS>(p, &c0, &c1);
           cs = _mm256_add_epi64(cs, sum_codes(c0, c1));
-          const int8_t* xb = cx.x8 + static_cast<size_t>(m0) * w.Kpad + static_cast<size_t>(b) * kBlockK;
-          for (int m = 0; m < mc; ++m, xb += w.Kpad)
+          const int8_t* xb = cx.x8 + (static_cast<size_t>(b) * M + m0) * kBlockK;
+          for (int m = 0; m < mc; ++m, xb += kBlockK)
             am[m] = _mm256_add_epi32(am[m], dot_codes<BITS>(c0, c1, loadu256(xb), loadu256(xb + 32)));
         }
         for (int m = 0; m < mc; ++m)
@@ -480,10 +480,10 @@ size_t scratch_bytes(const PackedLinear& w, int M) {
 void prepare_x(const PackedLinear& w, const int8_t* x, int M, int32_t x_zp, int16_t* xs) {
   for (int m = 0; m < M; ++m) {
     const int8_t* xr = x + static_cast<size_t>(m) * w.K;
-    int16_t* dst = xs + static_cast<size_t>(m) * w.Kpad;
     for (int k = 0; k < w.Kpad; ++k) {
-      const int at = w.sparse ? k : (k & ~31) | ((k & 1) << 4) | ((k & 31) >> 1);
-      dst[at] = static_cast<int16_t>(k < w.K ? xr[k] - x_zp : 0);
+      const int j = k % kBlockK;
+      const int at = w.sparse ? j : (j & ~31) | ((j & 1) << 4) | ((j & 31) >> 1);
+      xs[(static_cast<size_t>(k / kBlockK) * M + m) * kBlockK + at] = static_cast<int16_t>(k < w.K ? xr[k] - x_zp : 0);
     }
   }
 }
