@@ -7,6 +7,10 @@ column is pushed onto the columns not yet chosen, weighted by the inverse input 
 H⁻¹ (H = Σ_frames x xᵀ over calibration inputs), as in GPTQ (Frantar et al., 2022). The
 representation stays exactly codes + codebook + scales (+ mask: pruned weights are forced to
 0 and their error is fed forward too). Gains depend on how anisotropic H is.
+
+H from fewer frames than inputs K is rank-deficient: the recursion then fits the few observed
+directions at the expense of all others (worse on new data), so the pipeline falls back to
+nearest rounding for such matrices and records it (`QuantMatrix.rounding`).
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ from torch import nn
 from edgekit.compress.prune.wanda import lstm_features
 
 
-def input_hessians(module: nn.Module, args: tuple) -> dict[str, np.ndarray]:
-    """Per weight matrix name, Σ x xᵀ of its (N, K) view's input features: (groups, K, K)."""
+def input_hessians(module: nn.Module, args: tuple) -> dict[str, tuple[np.ndarray, int]]:
+    """Per weight matrix name: (Σ x xᵀ of its (N, K) view's input features (groups, K, K),
+    number of frames summed)."""
     x = args[0]
     if isinstance(module, nn.LSTM):
         feats = lstm_features(module, x, args[1] if len(args) > 1 else None)
-        return {k: _gram(v.double())[None] for k, v in feats.items()}
+        return {k: (_gram(v.double())[None], v.shape[0]) for k, v in feats.items()}
     x = x.detach().double()
     if isinstance(module, nn.Linear):
-        return {"weight": _gram(x.reshape(-1, x.shape[-1]))[None]}
+        f = x.reshape(-1, x.shape[-1])
+        return {"weight": (_gram(f)[None], f.shape[0])}
     if isinstance(module, nn.Conv1d) and not isinstance(module.padding, str):
         if x.dim() == 2:
             x = x.unsqueeze(0)
@@ -40,7 +46,7 @@ def input_hessians(module: nn.Module, args: tuple) -> dict[str, np.ndarray]:
         cols = F.unfold(x.unsqueeze(2), (1, k), dilation=(1, d), stride=(1, st))  # (B, C*k, L)
         cols = cols.reshape(cols.shape[0], g, -1, cols.shape[-1])  # group-major, like W
         cols = cols.permute(1, 0, 3, 2).reshape(g, -1, cols.shape[2])  # (g, frames, C/g*k)
-        return {"weight": torch.einsum("gfi,gfj->gij", cols, cols).numpy()}
+        return {"weight": (torch.einsum("gfi,gfj->gij", cols, cols).numpy(), cols.shape[1])}
     raise ValueError(f"gptq rounding does not support {type(module).__name__} "
                      f"(Linear, Conv1d with numeric padding and LSTM only)")
 

@@ -50,7 +50,8 @@ def weight_from_2d(module: nn.Module, w2d: np.ndarray, shape: torch.Size) -> tor
 class QuantMatrix(nn.Module):
     """One packed (N, K) weight: codes, codebook, scale, mask, bits, nm, group_size."""
 
-    def __init__(self, qw: QuantizedWeight, nm: tuple[int, int] | None = None):
+    def __init__(self, qw: QuantizedWeight, nm: tuple[int, int] | None = None,
+                 rounding: str = "nearest"):
         super().__init__()
         self.register_buffer("codes", torch.from_numpy(np.ascontiguousarray(qw.codes)))
         self.register_buffer("codebook", torch.from_numpy(np.ascontiguousarray(qw.codebook)))
@@ -62,6 +63,7 @@ class QuantMatrix(nn.Module):
         self.quantizer = qw.quantizer
         self.levels = int(qw.levels)
         self.nm = None if nm is None else (int(nm[0]), int(nm[1]))
+        self.rounding = rounding    # how codes were chosen: "nearest" or "gptq"
 
     def dequantize(self) -> np.ndarray:
         """Float32 (N, K): scale * codebook[code], 0 where masked."""

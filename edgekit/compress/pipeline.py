@@ -72,9 +72,11 @@ def quantize_module(module: nn.Module, spec: LayerSpec, stats: dict | None = Non
         xsq = None if stats is None else stats.get("sqsum", {}).get(pname)
         mask, nm = _mask(w2d, spec.sparsity, xsq)
         hess = None if stats is None else stats.get("hessian", {}).get(pname)
+        if hess is not None and stats["frames"][pname] < w2d.shape[1]:
+            hess = None     # rank-deficient H: see edgekit.compress.gptq
         qw = quantize(w2d, spec.bits, spec.quantizer, spec.granularity, spec.group_size,
                       spec.codebook, spec.range == "narrow", mask, spec.mu, hessian=hess)
-        matrices[pname] = QuantMatrix(qw, nm)
+        matrices[pname] = QuantMatrix(qw, nm, "gptq" if hess is not None else "nearest")
     layer = make_quant_layer(module, matrices)
     if spec.activations:
         lo, hi = stats["observer"].range()
@@ -145,7 +147,7 @@ def _calibrate(model, name, module, spec, batches) -> dict:
     sp = spec.sparsity or {}
     want_sq = sp.get("kind") == "wanda" or sp.get("score") == "wanda"
     want_h = spec.rounding == "gptq"
-    stats: dict = {"sqsum": {}, "hessian": {}, "calls": 0}
+    stats: dict = {"sqsum": {}, "hessian": {}, "frames": {}, "calls": 0}
     if spec.activations:
         stats["observer"] = ActObserver(spec.activations["method"], spec.activations["percentile"])
 
@@ -161,8 +163,9 @@ def _calibrate(model, name, module, spec, batches) -> dict:
             for k, v in sq.items():
                 stats["sqsum"][k] = stats["sqsum"].get(k, 0.0) + v
         if want_h:
-            for k, v in input_hessians(mod, args).items():
-                stats["hessian"][k] = stats["hessian"].get(k, 0.0) + v
+            for k, (h, frames) in input_hessians(mod, args).items():
+                stats["hessian"][k] = stats["hessian"].get(k, 0.0) + h
+                stats["frames"][k] = stats["frames"].get(k, 0) + frames
         stats["calls"] += 1
         raise _Stop
 

@@ -83,6 +83,7 @@ def report(compressed: nn.Module, reference: nn.Module, calib: Iterable | None =
             "shape": [list(qm.codes.shape) for qm in q.matrices.values()],
             "bits": first.bits, "quantizer": first.quantizer,
             "levels": max(qm.levels for qm in q.matrices.values()),
+            "rounding": sorted({qm.rounding for qm in q.matrices.values()}),
             "group_size": first.group_size, "nm": list(first.nm) if first.nm else None,
             "sparsity": float(sum(qm.sparsity() * qm.codes.numel()
                                   for qm in q.matrices.values()) / count),

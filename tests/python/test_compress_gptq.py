@@ -59,7 +59,8 @@ def test_conv_hessian_is_the_im2col_gram_per_group():
     torch.manual_seed(0)
     conv = nn.Conv1d(4, 6, 3, padding=2, dilation=2, stride=2, groups=2)
     x = torch.randn(2, 4, 11)
-    h = input_hessians(conv, (x,))["weight"]
+    h, frames = input_hessians(conv, (x,))["weight"]
+    assert frames == 2 * 6           # batch 2 x 6 output positions
     cols = torch.nn.functional.unfold(x.double().unsqueeze(2), (1, 3), dilation=(1, 2),
                                       padding=(0, 2), stride=(1, 2))   # (B, 4*3, L)
     for g in range(2):
@@ -84,3 +85,15 @@ def test_gptq_in_a_recipe():
     up = nn.Sequential(nn.ConvTranspose1d(4, 4, 3)).eval()
     with pytest.raises(RecipeError, match="layer '0': gptq rounding does not support"):
         compress(up, r, calib=[torch.randn(1, 4, 8)])
+
+
+def test_too_few_frames_fall_back_to_nearest():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 8)).eval()
+    r = {"rules": [{"match": "*", "bits": 4, "rounding": "gptq"}]}
+    few = compress(model, r, calib=[torch.randn(10, 64)])       # 10 frames < K = 64
+    plain = compress(model, {"rules": [{"match": "*", "bits": 4}]})
+    assert few[0].q.rounding == "nearest"
+    assert torch.equal(few[0].codes, plain[0].codes)
+    many = compress(model, r, calib=[torch.randn(100, 64)])
+    assert many[0].q.rounding == "gptq"
