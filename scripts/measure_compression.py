@@ -82,7 +82,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="small")
     ap.add_argument("--settings", default=None, help="comma-separated subset of setting names")
     ap.add_argument("--calib-batches", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of each eval batch")
+    ap.add_argument("--calib-seconds", type=float, default=None,
+                    help="length of each calibration batch (default: --seconds)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="out/compression.json")
     args = ap.parse_args(argv)
@@ -91,7 +93,8 @@ def main(argv=None) -> int:
     results = []
     for name in args.models.split(","):
         model = models.build(name, args.size, seed=0)
-        calib = _inputs(name, model, range(args.calib_batches), 2, args.seconds)
+        calib = _inputs(name, model, range(args.calib_batches), 2,
+                        args.calib_seconds or args.seconds)
         held_out = _inputs(name, model, range(100, 102), 2, args.seconds)
         for setting in wanted:
             t0 = time.perf_counter()
@@ -109,10 +112,12 @@ def main(argv=None) -> int:
                   f"{m['total_bytes'] / 1e6:7.2f} MB ({m['compression']:.2f}x)  "
                   f"worst layer {row['min_layer_out_snr_db']:6.2f} dB  "
                   f"compress {t1 - t0:5.1f} s", flush=True)
-    atomic_write_json(args.json, {"calibration": "example_features seeds 0..n-1, batch 2",
-                                  "evaluation": "example_features seeds 100, 101, batch 2",
-                                  "seconds": args.seconds, "untrained": True,
-                                  "results": results})
+    calib_desc = (f"example_features seeds 0..{args.calib_batches - 1}, batch 2, "
+                  f"{args.calib_seconds or args.seconds} s")
+    atomic_write_json(args.json, {"calibration": calib_desc,
+                                  "evaluation": f"example_features seeds 100, 101, batch 2, "
+                                                f"{args.seconds} s",
+                                  "untrained": True, "results": results})
     print(f"wrote {args.json}")
     return 0
 
