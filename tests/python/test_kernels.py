@@ -318,3 +318,32 @@ def test_bench_linear_returns_samples():
         assert ns.dtype == np.int64 and ns.shape == (5,) and (ns > 0).all()
     ns = kernels.bench_linear(x, pw, warmup=0, iters=1, min_time_s=0.002)
     assert ns.sum() >= 2_000_000
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_single_row_wide_tiles_equal_reference(bits):
+    # M = 1 with affine codebooks takes 8-row tiles (full and clamped tails, one group with a
+    # vector correction, several groups without): N around multiples of 8.
+    rng = np.random.default_rng(77 + bits)
+    for N, K, gs in [(8, 64, 0), (16, 200, 0), (17, 130, 64), (33, 1000, 0), (24, 320, 128)]:
+        pw, x, *_ = make_case(rng, 1, N, K, bits, "dense", per_row=N % 2 == 1, group_size=gs,
+                              affine=True)
+        for zp in (0, -128, 127):
+            want = kernels.accumulate(x, pw, zp, isa="ref")
+            for isa in kernels.available_isas():
+                assert_same(kernels.accumulate(x, pw, zp, isa=isa), want,
+                            f"isa={isa} bits={bits} N={N} K={K} gs={gs} zp={zp}")
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_scaled_segment_lane_bound(bits):
+    # Extreme values over the longest group the shift-free decode accepts (16384 blocks),
+    # and one block more (which must take the shifting path): exact either way.
+    for nblocks in (16384, 16385):
+        K = 64 * nblocks
+        codes = np.full((4, K), (1 << bits) - 1, np.uint8)
+        pw = kernels.pack(codes, bits, packing.affine_table(bits), np.ones(4, np.float32))
+        x = np.full((1, K), -128, np.int8)
+        want = kernels.accumulate(x, pw, 127, isa="ref")
+        for isa in kernels.available_isas():
+            assert_same(kernels.accumulate(x, pw, 127, isa=isa), want, f"isa={isa} K={K}")

@@ -1,14 +1,16 @@
-// linear, AVX-512 BW + VNNI. Design and exactness arguments: docs/kernels.md.
+// linear, AVX-512 BW + VNNI. Design, exactness arguments and measurements: docs/kernels.md.
 //
-// Two paths, chosen per matrix:
+// Paths, chosen per matrix:
 //  * affine dense: vpdpbusd(acc, codes_u8, x_s8) straight on the decoded codes (no table
-//    lookup at all), then acc - 2^(b-1) * sum_x[m,g] - x_zp * wsum[n,g].
-//  * table / sparse: w = codebook[code] (vpshufb tables, or a subtract for affine b >= 5),
-//    vpdpbusd(acc, x ^ 0x80, w), then acc - (128 + x_zp) * wsum[n,g].
+//    lookup), then acc - 2^(b-1) * sum_x[m,g] - x_zp * wsum[n,g]; single-plane widths
+//    1/2/4 skip the decode shift too ("scaled segments").
+//  * table dense / sparse: w = codebook[code] (vpshufb tables, or a subtract for affine
+//    b >= 5), vpdpbusd(acc, x ^ 0x80, w), then acc - (128 + x_zp) * wsum[n,g]. Sparse blocks
+//    are expanded in registers from the row's decoded compacted stream.
 // vpdpbusd (not vpdpbusds) wraps modulo 2^32 like the reference, and u8 x s8 products
-// summed in fours never saturate an int32 lane, so both are exact.
-// Rows are processed NT = 4 at a time (x loads and table setup shared) and activation
-// rows MT <= 4 at a time, so each decoded block feeds up to 16 vpdpbusd.
+// summed in fours never saturate an int32 lane, so every path is exact.
+// Rows are processed 4 at a time (8 for one affine activation row), activation rows up to
+// 4 at a time, so each decoded block feeds up to 16 vpdpbusd.
 #include <immintrin.h>
 
 // GCC 12 reports "'__Y' may be used uninitialized" inside its own AVX-512 headers once these
@@ -196,18 +198,21 @@ inline void add_acc(__m512i (&a)[MT][R], const __m512i (&b)[MT][R]) {
 // Dense rows [n, n + R) (clamped to n1 - 1; duplicates are computed but not stored) for
 // activation rows [m0, m0 + MT). MODE: 0 table lookup, 1 affine, 2 affine scaled segments.
 // R = 8 rows for a single activation row halves the per-tile setup and reductions, which
-// were ~40% of the time at K = 1024 (16 blocks per row).
-template <int BITS, int MT, int MODE, int R = NT>
+// were ~40% of the time at K = 1024 (16 blocks per row). FULL: n + R <= n1 is known, so rows
+// need no clamping and, with one group, the corrections are one vector op per 8 rows.
+template <int BITS, int MT, int MODE, int R = NT, bool FULL = false>
 void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int32_t* acc, int n, int n1) {
   constexpr int W = PlaneSpec<BITS>::width(0);
   static_assert(MODE != 2 || (PlaneSpec<BITS>::count == 1 && W < 8), "scaled segments need one plane");
+  static_assert(!FULL || (R == 8 && MT == 1 && MODE != 0), "the vector correction is for 8-row affine tiles");
   int rows[R];
   const uint8_t* rp[R];
   const int8_t* tab[R];
+  const size_t row_bytes = static_cast<size_t>(w.nblocks) * w.block_bytes();
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
-    rows[i] = std::min(n + i, n1 - 1);
-    rp[i] = w.codes + static_cast<size_t>(rows[i]) * w.nblocks * w.block_bytes();
+    rows[i] = FULL ? n + i : std::min(n + i, n1 - 1);
+    rp[i] = w.codes + static_cast<size_t>(rows[i]) * row_bytes;
     tab[i] = w.padded_table(rows[i]);
   }
   const int gb = group_blocks(w);
@@ -268,6 +273,19 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
       }
     for (; b < b1; ++b) step(b, a);
     if constexpr (MT == 1) add_acc<MT, R>(a, a2);
+    if constexpr (FULL) {
+      if (w.ngroups == 1) {
+#pragma GCC unroll 8
+        for (int i = 0; i < R; ++i) a[0][i] = MODE == 2 ? _mm512_srav_epi32(a[0][i], segshift) : a[0][i];
+        const __m256i sum = _mm256_inserti128_si256(_mm256_castsi128_si256(reduce4(a[0][0], a[0][1], a[0][2], a[0][3])),
+                                                    reduce4(a[0][4], a[0][5], a[0][6], a[0][7]), 1);
+        const __m256i ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.wsum.data() + n));
+        const __m256i corr = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(half * static_cast<uint32_t>(p.sx[m0]))),
+                                              _mm256_mullo_epi32(ws, _mm256_set1_epi32(x_zp)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + static_cast<size_t>(m0) * w.N + n), _mm256_sub_epi32(sum, corr));
+        continue;
+      }
+    }
     uint32_t ws[R];
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) ws[i] = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
@@ -432,14 +450,20 @@ template <int BITS>
 void run_bits(const PackedLinear& w, const Prep& p, int M, int32_t x_zp, int32_t* acc, int n0, int n1) {
   // One activation row, affine: 8-row tiles (the table path would spill its registers).
   if (M == 1 && !w.sparse && w.affine) {
-    for (int n = n0; n < n1; n += 2 * NT) {
-      if constexpr (PlaneSpec<BITS>::count == 1 && BITS < 8) {
-        if (group_blocks(w) <= kMaxScaledBlocks) {
-          dense_tile<BITS, 1, 2, 2 * NT>(w, p, 0, x_zp, acc, n, n1);
-          continue;
-        }
-      }
-      dense_tile<BITS, 1, 1, 2 * NT>(w, p, 0, x_zp, acc, n, n1);
+    const bool scaled = PlaneSpec<BITS>::count == 1 && BITS < 8 && group_blocks(w) <= kMaxScaledBlocks;
+    constexpr int kScaled = PlaneSpec<BITS>::count == 1 && BITS < 8 ? 2 : 1;
+    int n = n0;
+    for (; n + 2 * NT <= n1; n += 2 * NT) {
+      if (scaled)
+        dense_tile<BITS, 1, kScaled, 2 * NT, true>(w, p, 0, x_zp, acc, n, n1);
+      else
+        dense_tile<BITS, 1, 1, 2 * NT, true>(w, p, 0, x_zp, acc, n, n1);
+    }
+    if (n < n1) {
+      if (scaled)
+        dense_tile<BITS, 1, kScaled, 2 * NT>(w, p, 0, x_zp, acc, n, n1);
+      else
+        dense_tile<BITS, 1, 1, 2 * NT>(w, p, 0, x_zp, acc, n, n1);
     }
     return;
   }
