@@ -337,3 +337,25 @@ def test_golden_results_every_variant():
         for isa in kernels.available_isas():
             assert (kernels.accumulate(x, pw, zp, isa=isa) == acc).all(), (name, isa)
             assert (kernels.linear(x, pw, zp, isa=isa) == out).all(), (name, isa)
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from(["dense", "sparse", "nm"]), seed=st.integers(0, 2**31),
+       flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1,
+                      max_size=4))
+def test_random_byte_flips_never_crash(kind, seed, flips):
+    # Any corruption is either rejected with ValueError or yields weights every variant
+    # computes identically (e.g. a flipped code byte is still a valid matrix).
+    rng = np.random.default_rng(seed)
+    b = bytearray(kernels.pack(**_random_case(rng, 3, 136, int(rng.integers(1, 9)), kind=kind,
+                                              group_size=64)).to_bytes())
+    for pos, val in flips:
+        b[pos % len(b)] ^= val
+    try:
+        pw = kernels.PackedWeights.from_bytes(bytes(b))
+    except ValueError:
+        return
+    x = rng.integers(-128, 128, (2, pw.K)).astype(np.int8)
+    want = kernels.accumulate(x, pw, 3, isa="ref")
+    for isa in kernels.available_isas():
+        assert (kernels.accumulate(x, pw, 3, isa=isa) == want).all(), isa
