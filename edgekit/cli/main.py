@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -14,10 +15,23 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
+            _check_isa_override()
             return super().invoke(ctx)
         except EdgekitError as exc:
             click.echo(f"edgekit: error: {exc}", err=True)
             sys.exit(2)
+
+
+def _check_isa_override() -> None:
+    """A bad EDGEKIT_ISA is a user error: report it before any command runs."""
+    if not os.environ.get("EDGEKIT_ISA"):
+        return
+    from edgekit import kernels
+
+    try:
+        kernels.isa()
+    except ValueError as exc:
+        raise EdgekitError(str(exc)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -50,3 +50,11 @@ def test_unknown_command_is_usage_error():
     assert result.exit_code == 2
     assert isinstance(result.exception, SystemExit) or result.exception is None
     assert "No such command" in result.output
+
+
+def test_bad_isa_override_is_one_line_error(monkeypatch):
+    monkeypatch.setenv("EDGEKIT_ISA", "bogus")
+    result = CliRunner().invoke(cli, ["info"])
+    assert result.exit_code == 2
+    assert result.output.startswith("edgekit: error: EDGEKIT_ISA")
+    assert len(result.output.strip().splitlines()) == 1
