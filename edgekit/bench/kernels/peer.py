@@ -2,7 +2,8 @@
 
 Each implementation module (edgekit_impl, ort_matmulinteger, ort_matmulnbits, litert_fc,
 torch_fp32) exposes `NAME`, `BITS` (weight widths it runs natively), `missing()` (why it
-cannot run here, or None), `prepare(case, opts) -> Prepared` and `check(output, case)`.
+cannot run here, or None), `prepare(case, opts) -> Prepared` and
+`check(output, case, extra) -> str | None` (what is wrong with the output, or None).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class Cell:
 @dataclass
 class Result:
     records: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)     # skipped implementations, paths taken
+    notes: list[str] = field(default_factory=list)     # implementations skipped, and why
     failures: list[str] = field(default_factory=list)  # wrong answers: not timed, not reported
 
 
