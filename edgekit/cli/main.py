@@ -20,6 +20,11 @@ class _Group(click.Group):
         except EdgekitError as exc:
             click.echo(f"edgekit: error: {exc}", err=True)
             sys.exit(2)
+        except click.UsageError as exc:
+            # Bad options of a subcommand: one line, pointing at its --help.
+            where = exc.ctx.command_path if exc.ctx else "edgekit"
+            click.echo(f"edgekit: error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(2)
 
 
 def _check_isa_override() -> None:

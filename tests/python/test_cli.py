@@ -58,3 +58,10 @@ def test_bad_isa_override_is_one_line_error(monkeypatch):
     assert result.exit_code == 2
     assert result.output.startswith("edgekit: error: EDGEKIT_ISA")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_option_value_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(cli, ["bench-kernels", "--json", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgekit: error: Invalid value for '--json'")
