@@ -331,24 +331,31 @@ void decode_row_stream(const PackedLinear& w, int n, int8_t* dst) {
     _mm512_storeu_si512(dst + 64 * vb, lookup<BITS>(decode_codes<BITS>(stream + vb * (8 * BITS)), table, w.affine));
 }
 
-// Controls for one bitmap word: the 8 table entries, the odd one of each lane shifted by
-// the popcount of the even one. Built with scalar loads and inserts on purpose: a gather
-// (what the compiler makes of _mm512_set_epi64 here) is microcoded on CPUs with the GDS
-// mitigation and measured ~5x slower for this loop.
-template <bool FIXED>
-inline __m512i expand_ctrl(uint64_t bm, int per8) {
-  const uint64_t* ct = kExpandCtrl8.ctrl;
-  constexpr uint64_t rep = 0x0101010101010101ull;
-  __m128i lane[4];
-  for (int l = 0; l < 4; ++l) {
-    const uint64_t lo = (bm >> (16 * l)) & 0xFF, hi = (bm >> (16 * l + 8)) & 0xFF;
-    const uint64_t off = FIXED ? static_cast<uint64_t>(per8) : static_cast<uint64_t>(__builtin_popcountll(lo));
-    lane[l] = _mm_insert_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ct + lo)),
-                               static_cast<long long>(ct[hi] + off * rep), 1);
-  }
-  const __m256i h0 = _mm256_inserti128_si256(_mm256_castsi128_si256(lane[0]), lane[1], 1);
-  const __m256i h1 = _mm256_inserti128_si256(_mm256_castsi128_si256(lane[2]), lane[3], 1);
-  return _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1);
+// vpshufb control that moves byte 7 of each lane's low qword to all 8 bytes of its high
+// qword (and zero to the low qword): the count carried from positions 0-7 to 8-15.
+struct LaneCarry {
+  alignas(64) static constexpr int8_t idx[64] = {
+      -128, -128, -128, -128, -128, -128, -128, -128, 7, 7, 7, 7, 7, 7, 7, 7,
+      -128, -128, -128, -128, -128, -128, -128, -128, 7, 7, 7, 7, 7, 7, 7, 7,
+      -128, -128, -128, -128, -128, -128, -128, -128, 7, 7, 7, 7, 7, 7, 7, 7,
+      -128, -128, -128, -128, -128, -128, -128, -128, 7, 7, 7, 7, 7, 7, 7, 7};
+};
+
+// vpshufb controls for one bitmap word, computed in registers: byte j of lane l is the rank
+// of position 16l + j among the lane's stored positions (its index in the lane's 16 loaded
+// weights), or 0x80 (pshufb writes 0) where nothing is stored. The ranks are prefix sums
+// of the 0/1 bytes of the mask: three qword shift-adds sum within each 8 positions (sums
+// <= 8, so bytes never carry), one vpshufb adds the low qword's total to the high one.
+// This replaced 8 scalar kExpandCtrl8 loads + inserts per block (docs/kernels.md).
+inline __m512i expand_ctrl(uint64_t bm) {
+  const __mmask64 k = _cvtu64_mask64(bm);
+  const __m512i one = _mm512_set1_epi8(1);
+  __m512i s = _mm512_maskz_mov_epi8(k, one);
+  s = _mm512_add_epi8(s, _mm512_slli_epi64(s, 8));
+  s = _mm512_add_epi8(s, _mm512_slli_epi64(s, 16));
+  s = _mm512_add_epi8(s, _mm512_slli_epi64(s, 32));
+  s = _mm512_add_epi8(s, _mm512_shuffle_epi8(s, _mm512_load_si512(LaneCarry::idx)));
+  return _mm512_mask_sub_epi8(_mm512_set1_epi8(static_cast<char>(0x80)), k, s, one);
 }
 
 template <bool FIXED>
@@ -369,7 +376,7 @@ inline __m512i sparse_block(SparseRow& r, uint64_t bm, int per8) {
   s = _mm512_inserti32x4(s, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o2)), 2);
   s = _mm512_inserti32x4(s, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + o3)), 3);
   r.t += total;
-  return _mm512_shuffle_epi8(s, expand_ctrl<FIXED>(bm, per8));
+  return _mm512_shuffle_epi8(s, expand_ctrl(bm));
 }
 
 template <int BITS, int MT, bool FIXED>
