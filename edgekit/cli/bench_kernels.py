@@ -104,7 +104,8 @@ def bench_kernels(quick: bool, json_path: str | None, shapes_file: str | None, b
     """Time edgekit's packed int8 x 1-8-bit linear kernels against onnxruntime, LiteRT and
     torch on the same random weights, one thread, every result checked before it is timed.
 
-    Prints a table per shape and the issue's PASS/MISS targets.
+    Prints a table per shape and PASS/MISS lines for the project's kernel
+    performance targets (docs/kernels.md).
     """
     from edgekit.bench.kernels import cases, runner, table
     from edgekit.bench.kernels.peer import Options

@@ -1,4 +1,4 @@
-"""Ratios, the issue's performance targets, and the rich table of one run's records."""
+"""Ratios, the project's kernel performance targets, and the rich table of one run's records."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _worst(pairs: list[tuple[tuple, float]], limit: float, what: str) -> TargetR
 
 
 def targets(records: list[dict]) -> list[TargetResult]:
-    """The issue's targets, evaluated on dense weights at every M=1 shape of the run (the
+    """The kernel performance targets, evaluated on dense weights at every M=1 shape of the run (the
     zero-weight target at 1x1024x4096 only)."""
     m1 = sorted({(r["M"], r["K"], r["N"]) for r in records if r["M"] == 1})
     out: list[TargetResult] = []
