@@ -18,14 +18,6 @@ from edgekit.compress.prune import wanda_mask
 from edgekit.compress.recipe import LayerSpec, RecipeError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Multi-threaded torch LSTM on a busy 2-core box is ~100x slower than one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 class Net(nn.Module):
     def __init__(self):

@@ -12,14 +12,6 @@ from edgekit.compress.prune import magnitude_mask, nm_mask, wanda_mask, wanda_sc
 from edgekit.compress.prune.wanda import feature_sqsum, lstm_feature_sqsum
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Multi-threaded torch LSTM on a busy 2-core box is ~100x slower than one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _w(n=32, k=128, seed=0):
     return np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)

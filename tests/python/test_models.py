@@ -16,15 +16,6 @@ ASR = ["rnnt", "conformer", "conmer"]
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add sync overhead, and on a loaded 2-core box the
-    spinning OpenMP workers made these tests ~30x slower (measured). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _stream_asr(model, feats):
     st, outs = model.init_state(feats.shape[0]), []
