@@ -407,18 +407,10 @@ void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int
     }
   };
   for (int g = 0; g < w.ngroups; ++g) {
-    Acc a, a2;
+    Acc a;
     zero_acc<MT>(a);
-    zero_acc<MT>(a2);
     const int b1 = std::min((g + 1) * gb, w.nblocks);
-    int b = g * gb;
-    if constexpr (MT == 1)
-      for (; b + 1 < b1; b += 2) {
-        step(b, a);
-        step(b + 1, a2);
-      }
-    for (; b < b1; ++b) step(b, a);
-    if constexpr (MT == 1) add_acc<MT>(a, a2);
+    for (int b = g * gb; b < b1; ++b) step(b, a);
 #pragma GCC unroll 4
     for (int m = 0; m < MT; ++m) {
       alignas(16) uint32_t sum[NT];
