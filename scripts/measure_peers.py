@@ -112,11 +112,14 @@ def edgekit_rows(fn, calib, held, ref_out, settings, scope):
         with torch.no_grad():
             out = [small(*b) for b in held]
         rep = report(small, fn, held)
-        lin = [r["output_snr_db"] for r in rep["layers"] if r["type"] == "Linear"]
+        lin = [r for r in rep["layers"] if r["type"] == "Linear"]
         m = rep["model"]
         rows.append({"method": f"edgekit {setting}", "scope": scope, "tool": "edgekit",
                      "block_snr_db": snr(ref_out, out),
-                     "linear_out_snr_median_db": statistics.median(lin),
+                     "linear_out_snr_median_db": statistics.median(
+                         r["output_snr_db"] for r in lin),
+                     "linear_bits_per_weight": 32 * sum(r["nbytes"] for r in lin)
+                     / sum(r["fp32_bytes"] for r in lin),
                      "packed_bytes": m["packed_bytes"], "seconds": time.perf_counter() - t0})
     return rows
 
@@ -145,6 +148,15 @@ ORT_VARIANTS = [  # (label, MatMulNBitsQuantizer kwargs); the first is the tool'
     ("ORT MatMulNBits 2-bit b32 asym", dict(bits=2, block_size=32, is_symmetric=False)),
     ("ORT MatMulNBits 8-bit b32 asym", dict(bits=8, block_size=32, is_symmetric=False)),
 ]
+
+
+def _nbits_bits_per_weight(qm, nodes) -> float:
+    """Stored bits per weight of MatMulNBits nodes: packed B + scales + zero points."""
+    from onnx import numpy_helper
+    inits = {t.name: numpy_helper.to_array(t).nbytes for t in qm.graph.initializer}
+    weights = sum({a.name: a.i for a in n.attribute}["K"] * {a.name: a.i for a in n.attribute}["N"]
+                  for n in nodes)
+    return 8 * sum(inits.get(i, 0) for n in nodes for i in n.input[1:4]) / weights
 
 
 def ort_rows(mp, feeds, ref_out, threads, variants=ORT_VARIANTS, dynamic_int8=True):
@@ -182,6 +194,7 @@ def _ort_rows(mp, feeds, ref_out, so, variants, dynamic_int8):
             acc = {a.name: a.i for n in nodes for a in n.attribute}.get("accuracy_level", 0)
             rows.append({"method": label, "tool": "onnxruntime", "matmulnbits_nodes": len(nodes),
                          "accuracy_level": acc, "onnx_bytes": qm.ByteSize(),
+                         "linear_bits_per_weight": _nbits_bits_per_weight(qm, nodes),
                          "block_snr_db": snr(ref_out, run(qm.SerializeToString()))})
         except Exception as exc:   # a variant this ORT build rejects is reported, not fatal
             rows.append({"method": label, "tool": "onnxruntime", "block_snr_db": None,
@@ -269,8 +282,12 @@ def aeq_weight(w: np.ndarray, bits: int, granularity: str) -> np.ndarray | None:
                               num_bits=bits, granularity=qtyping.QuantGranularity[granularity])
     q = quantizer.Quantizer(_fc_tflite(w))
     q.load_quantization_recipe(rm.get_quantization_recipe())
-    with contextlib.redirect_stdout(io.StringIO()):   # it prints a size summary per call
-        quantized = bytes(q.quantize().quantized_model)
+    logging.disable(logging.INFO)   # it prints a size summary and logs INFO per call
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = bytes(q.quantize().quantized_model)
+    finally:
+        logging.disable(logging.NOTSET)
     it = Interpreter(model_content=quantized)
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], np.eye(w.shape[1], dtype=np.float32))
@@ -323,7 +340,11 @@ def aeq_rows(fn, held, ref_out, variants=AEQ_VARIANTS):
                      f" the tool left int{bits} float)")
         with torch.no_grad():
             out = [test(*b).numpy() for b in held]
+        # int4/int8 codes + one float32 scale per output channel, as the .tflite stores them
+        nw = sum(m.weight.numel() for _, m in lin)
+        bpw = (bits * nw + 32 * sum(m.weight.shape[0] for _, m in lin)) / nw
         rows.append({"method": label, "tool": "ai-edge-quantizer", "emulated": not tool_used,
+                     "linear_bits_per_weight": bpw,
                      "max_abs_diff_vs_emulation": emul_diff if tool_used else None,
                      "block_snr_db": snr(ref_out, out),
                      "linear_out_snr_median_db": linear_out_snr_median(test, fn, held)})
@@ -420,7 +441,8 @@ def main(argv=None) -> int:
             r["block"] = f"encoder.layers.{idx}"
             print(f"block {idx} {r['method'][:70]:70s} {r.get('scope', ''):6s} "
                   f"SNR {_fmt(r['block_snr_db'])} dB  linear median "
-                  f"{_fmt(r.get('linear_out_snr_median_db'))} dB {r.get('error', '')}", flush=True)
+                  f"{_fmt(r.get('linear_out_snr_median_db'))} dB  "
+                  f"b/w {_fmt(r.get('linear_bits_per_weight'))} {r.get('error', '')}", flush=True)
         results += rows
     whole_rows = []
     if whole:
