@@ -160,6 +160,17 @@ inline __m128i reduce4(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
   return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
 }
 
+// acc[m, n .. n+3] = sums - (hs + k * wsum[n .. n+3]) for one group and a full tile, where
+// the 4 outputs of an activation row are contiguous: vector corrections and one store
+// instead of 4 scalar index computations (GCC reloads w.N/w.ngroups after every int32
+// store, since they may alias acc), which cost about as much as a K = 1024 row tile.
+inline void store_corrected4(int32_t* dst, __m128i sums, const int32_t* wsum, int32_t hs, int32_t k) {
+  const __m128i ws = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wsum));
+  const __m128i corr = _mm_add_epi32(_mm_set1_epi32(hs), _mm_mullo_epi32(ws, _mm_set1_epi32(k)));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_sub_epi32(sums, corr));
+}
+
+
 // Scaled segments (affine, single plane of width W < 8): the broadcast plane is only
 // ANDed with (2^W - 1) << sW in the qwords of segment s, so each byte holds code * 2^(sW)
 // and no shift is spent per block. Dword lane d then accumulates 2^(sW) times its true
@@ -286,6 +297,22 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
         continue;
       }
     }
+    if (w.ngroups == 1 && n + R <= n1) {
+#pragma GCC unroll 8
+      for (int m = 0; m < MT; ++m) {
+        if constexpr (MODE == 2) {
+#pragma GCC unroll 8
+          for (int i = 0; i < R; ++i) a[m][i] = _mm512_srav_epi32(a[m][i], segshift);
+        }
+        const int32_t hs = MODE != 0 ? static_cast<int32_t>(half * static_cast<uint32_t>(p.sx[m0 + m])) : 0;
+        int32_t* dst = acc + static_cast<size_t>(m0 + m) * w.N + n;
+#pragma GCC unroll 2
+        for (int q = 0; q < R; q += 4)
+          store_corrected4(dst + q, reduce4(a[m][q], a[m][q + 1], a[m][q + 2], a[m][q + 3]), w.wsum.data() + n + q, hs,
+                           MODE != 0 ? x_zp : 128 + x_zp);
+      }
+      continue;
+    }
     uint32_t ws[R];
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) ws[i] = static_cast<uint32_t>(w.wsum[static_cast<size_t>(rows[i]) * w.ngroups + g]);
@@ -411,6 +438,13 @@ void sparse_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int
     zero_acc<MT>(a);
     const int b1 = std::min((g + 1) * gb, w.nblocks);
     for (int b = g * gb; b < b1; ++b) step(b, a);
+    if (w.ngroups == 1 && n + NT <= n1) {
+#pragma GCC unroll 4
+      for (int m = 0; m < MT; ++m)
+        store_corrected4(acc + static_cast<size_t>(m0 + m) * w.N + n, reduce4(a[m][0], a[m][1], a[m][2], a[m][3]),
+                         w.wsum.data() + n, 0, 128 + x_zp);
+      continue;
+    }
 #pragma GCC unroll 4
     for (int m = 0; m < MT; ++m) {
       alignas(16) uint32_t sum[NT];
