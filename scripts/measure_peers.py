@@ -147,6 +147,8 @@ ORT_VARIANTS = [  # (label, MatMulNBitsQuantizer kwargs); the first is the tool'
      dict(bits=4, block_size=32, is_symmetric=False, accuracy_level=4)),
     ("ORT MatMulNBits 2-bit b32 asym", dict(bits=2, block_size=32, is_symmetric=False)),
     ("ORT MatMulNBits 8-bit b32 asym", dict(bits=8, block_size=32, is_symmetric=False)),
+    ("ORT MatMulNBits 4-bit HQQ b128", dict(hqq_block=128)),
+    ("ORT MatMulNBits 4-bit HQQ b32", dict(hqq_block=32)),
 ]
 
 
@@ -177,7 +179,8 @@ def _ort_rows(mp, feeds, ref_out, so, variants, dynamic_int8):
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    from onnxruntime.quantization.matmul_nbits_quantizer import (HQQWeightOnlyQuantConfig,
+                                                                 MatMulNBitsQuantizer)
 
     def run(model_bytes):
         sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
@@ -187,6 +190,9 @@ def _ort_rows(mp, feeds, ref_out, so, variants, dynamic_int8):
              "block_snr_db": snr(ref_out, run(mp.SerializeToString()))}]
     for label, kw in variants:
         try:
+            kw = dict(kw)
+            if "hqq_block" in kw:   # half-quadratic fit of scale/zero point, data-free
+                kw["algo_config"] = HQQWeightOnlyQuantConfig(block_size=kw.pop("hqq_block"))
             q = MatMulNBitsQuantizer(copy.deepcopy(mp), **kw)
             q.process()
             qm = q.model.model

@@ -74,7 +74,9 @@ def test_tiny_block_against_the_peers(peers, tmp_path):
     # the exported fp32 block reproduces torch, so every peer error is the quantizer's own
     assert rows["ORT fp32 (no quantization)"]["block_snr_db"] > 80
     nbits = {b: rows[f"ORT MatMulNBits {b}-bit b32 asym"] for b in (2, 4, 8)}
+    nbits["hqq"] = rows["ORT MatMulNBits 4-bit HQQ b32"]
     assert all(r["matmulnbits_nodes"] == 8 for r in nbits.values())   # the block's 8 Linears
+    del nbits["hqq"]
     assert nbits[2]["block_snr_db"] < nbits[4]["block_snr_db"] < nbits[8]["block_snr_db"]
     assert rows["ORT MatMulNBits 4-bit b32 asym, accuracy_level 4"]["accuracy_level"] == 4
     assert rows["ORT MatMulNBits 4-bit b128 asym (defaults)"]["accuracy_level"] == 0
