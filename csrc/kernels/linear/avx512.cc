@@ -339,11 +339,10 @@ void dense_tile(const PackedLinear& w, const Prep& p, int m0, int32_t x_zp, int3
 }
 
 // Sparse rows. Each row's compacted stream (its stored weights only, in k order) is
-// decoded and looked up once per row tile into scratch, so the per-block loads below never
-// wait on recent stores. Each 64-position block is then expanded in registers: lane l
-// loads the 16 stored weights starting at the rank of its first position, and one vpshufb
-// scatters them with the lane's two 8-byte controls from kExpandCtrl8 (the second shifted
-// by the popcount of the first bitmap byte). docs/kernels.md has the derivation.
+// decoded and looked up once per row tile into scratch. Each 64-position block is then
+// expanded in registers: lane l loads the 16 stored weights starting at the rank of its
+// first position (scalar popcounts), and one vpshufb scatters them with controls computed
+// from the bitmap word in registers (expand_ctrl). docs/kernels.md has the derivation.
 struct SparseRow {
   const int8_t* buf;  // decoded compacted weights of the row (+ 64 readable bytes)
   int64_t t;          // stream position of the next stored weight
