@@ -88,23 +88,26 @@ def block_inputs(model, idx: int, feats: list) -> list[tuple]:
     return got
 
 
-def block_recipe(setting: str, scope: str):
-    """The recipe a block layer gets from `setting` inside the whole model, limited to `scope`.
+def block_recipe(setting: str, scope: str, in_block: bool = True):
+    """The recipe `setting` gives a block's layers inside the whole model, limited to `scope`.
 
-    `mixed`'s @first/@last rule is dropped: inside the model those are the subsampling conv
-    and the CTC head, never a block layer. Scope `linear` leaves the Conv1d layers float.
+    In a block, `mixed`'s @first/@last rule is dropped: inside the model those are the
+    subsampling conv and the CTC head, never a block layer (`in_block=False` keeps it, for
+    the whole model). Scope `linear` leaves the Conv1d layers float, as the peers do.
     """
     rec = SETTINGS[setting]
     if isinstance(rec, str):
         rec = yaml.safe_load((ROOT / "recipes" / f"{rec}.yaml").read_text())
     rec = copy.deepcopy(rec)
-    rec["rules"] = [r for r in rec["rules"] if r.get("match") != ["@first", "@last"]]
+    if in_block:
+        rec["rules"] = [r for r in rec["rules"] if r.get("match") != ["@first", "@last"]]
     if scope == "linear":
         rec["rules"].insert(0, {"type": "conv1d", "skip": True})
     return rec
 
 
 def edgekit_rows(fn, calib, held, ref_out, settings, scope):
+    """One row per edgekit setting: block SNR, per-Linear median SNR, bits per Linear weight."""
     rows = []
     for setting in settings:
         t0 = time.perf_counter()
@@ -374,7 +377,7 @@ def whole_model_rows(model, calib, held, settings, threads, peers):
     fn = CTCForward(model).eval()
     rows = []
     for setting in settings:
-        small = compress(fn, block_recipe(setting, "linear"), calib=calib)
+        small = compress(fn, block_recipe(setting, "linear", in_block=False), calib=calib)
         with torch.no_grad():
             out = [small(*b).numpy() for b in held]
         rows.append({"method": f"edgekit {setting}", "scope": "linear", "tool": "edgekit",
@@ -417,8 +420,21 @@ def main(argv=None) -> int:
     scopes = [s.strip() for s in args.scopes.split(",")]
     if not set(scopes) <= {"linear", "all"}:
         ap.error(f"--scopes takes linear and/or all, got {args.scopes!r}")
+    if args.calib_batches < 1 or not args.calib_seconds > 0 or not args.seconds > 0:
+        ap.error("--calib-batches must be >= 1 and --calib-seconds/--seconds > 0")
+    if not args.no_peers:
+        try:
+            import ai_edge_quantizer  # noqa: F401
+            import onnx_ir  # noqa: F401  (onnxruntime's MatMulNBits quantizer needs it)
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            ap.error(f"peer tools missing ({exc.name}): pip install -r requirements-dev.txt, "
+                     "or pass --no-peers")
     torch.set_num_threads(args.threads)
-    model = models.build("conformer", args.size, seed=0).eval()
+    try:
+        model = models.build("conformer", args.size, seed=0).eval()
+    except ValueError as exc:
+        ap.error(f"--size: {exc}")
     try:
         blocks = [int(b) for b in args.blocks.split(",")]
     except ValueError:

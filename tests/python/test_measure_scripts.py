@@ -54,13 +54,15 @@ def test_rtn_symmetric_is_per_channel_round_to_nearest(peers):
 
 def test_bad_arguments_are_one_line_usage_errors(peers, capsys):
     for argv in (["--size", "tiny", "--blocks", "9"], ["--settings", "int5 magic"],
-                 ["--scopes", "convs"], ["--blocks", "a,b"]):
+                 ["--scopes", "convs"], ["--blocks", "a,b"], ["--size", "huge"],
+                 ["--calib-batches", "0"], ["--seconds", "-1"]):
         with pytest.raises(SystemExit) as exc:
             peers.main(argv)
         assert exc.value.code == 2
         assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # inside ORT's HQQ
 def test_tiny_block_against_the_peers(peers, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx_ir")   # onnxruntime's MatMulNBits quantizer imports it
@@ -69,8 +71,14 @@ def test_tiny_block_against_the_peers(peers, tmp_path):
     assert peers.main(["--size", "tiny", "--blocks", "1", "--scopes", "linear",
                        "--settings", "int8,int4 uniform (g64),int4 uniform (g64) + gptq",
                        "--calib-batches", "2", "--calib-seconds", "1", "--seconds", "1",
-                       "--json", str(out)]) == 0
-    rows = {r["method"]: r for r in json.loads(out.read_text())["blocks"]}
+                       "--whole-model", "int4 uniform (g64)", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    whole = {r["method"]: r for r in data["whole_model"]}
+    assert whole["ORT fp32 (no quantization)"]["model_snr_db"] > 80
+    # the tiny model has 3 blocks x 8 Linears + the CTC head, all taken by MatMulNBits
+    assert whole["ORT MatMulNBits 4-bit b128 asym (defaults)"]["matmulnbits_nodes"] == 25
+    assert 0 < whole["edgekit int4 uniform (g64)"]["model_snr_db"] < 80
+    rows = {r["method"]: r for r in data["blocks"]}
     # the exported fp32 block reproduces torch, so every peer error is the quantizer's own
     assert rows["ORT fp32 (no quantization)"]["block_snr_db"] > 80
     nbits = {b: rows[f"ORT MatMulNBits {b}-bit b32 asym"] for b in (2, 4, 8)}
