@@ -1,4 +1,4 @@
-"""Block-level output SNR of edgekit vs onnxruntime and ai-edge-quantizer on the same block and data.
+"""Block-level output SNR: edgekit vs onnxruntime and ai-edge-quantizer, same block, same data.
 
     .venv/bin/python scripts/measure_peers.py --json out/compression-blocks.json
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib.util
 import io
 import logging
 import statistics
@@ -142,7 +143,8 @@ def _export_onnx(module, args, path, names, dynamic):
 
 
 ORT_VARIANTS = [  # (label, MatMulNBitsQuantizer kwargs); the first is the tool's defaults
-    ("ORT MatMulNBits 4-bit b128 asym (defaults)", dict(bits=4, block_size=128, is_symmetric=False)),
+    ("ORT MatMulNBits 4-bit b128 asym (defaults)",
+     dict(bits=4, block_size=128, is_symmetric=False)),
     ("ORT MatMulNBits 4-bit b128 sym", dict(bits=4, block_size=128, is_symmetric=True)),
     ("ORT MatMulNBits 4-bit b32 asym", dict(bits=4, block_size=32, is_symmetric=False)),
     ("ORT MatMulNBits 4-bit b32 sym", dict(bits=4, block_size=32, is_symmetric=True)),
@@ -245,7 +247,7 @@ def linear_out_snr_median(test_fn, ref_fn, held) -> float:
 
 
 def _fc_tflite(w: np.ndarray) -> bytes:
-    """A one-op FULLY_CONNECTED .tflite y = x wᵀ (no bias), x (K, K) float32, written without TF."""
+    """A one-op FULLY_CONNECTED .tflite y = x wᵀ (no bias, x (K, K) float32), no TF needed."""
     from ai_edge_litert import schema_py_generated as s
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -264,7 +266,8 @@ def _fc_tflite(w: np.ndarray) -> bytes:
     g.tensors = [tensor("x", [k, k], 1), tensor("w", [n, k], 2), tensor("y", [k, n], 3)]
     g.inputs, g.outputs = np.array([0], np.int32), np.array([2], np.int32)
     op = s.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, np.array([0, 1, -1], np.int32), np.array([2], np.int32)
+    op.opcodeIndex = 0
+    op.inputs, op.outputs = np.array([0, 1, -1], np.int32), np.array([2], np.int32)
     op.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
     op.builtinOptions = s.FullyConnectedOptionsT()
     g.operators = [op]
@@ -412,7 +415,8 @@ def main(argv=None) -> int:
                          "(empty: skip it)")
     ap.add_argument("--json", default="out/compression-blocks.json")
     args = ap.parse_args(argv)
-    settings = BLOCK_SETTINGS if not args.settings else [s.strip() for s in args.settings.split(",")]
+    settings = (BLOCK_SETTINGS if not args.settings
+                else [s.strip() for s in args.settings.split(",")])
     whole = [s.strip() for s in args.whole_model.split(",") if s.strip()]
     for s in settings + whole:
         if s not in SETTINGS:
@@ -423,13 +427,12 @@ def main(argv=None) -> int:
     if args.calib_batches < 1 or not args.calib_seconds > 0 or not args.seconds > 0:
         ap.error("--calib-batches must be >= 1 and --calib-seconds/--seconds > 0")
     if not args.no_peers:
-        try:
-            import ai_edge_quantizer  # noqa: F401
-            import onnx_ir  # noqa: F401  (onnxruntime's MatMulNBits quantizer needs it)
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            ap.error(f"peer tools missing ({exc.name}): pip install -r requirements-dev.txt, "
-                     "or pass --no-peers")
+        # onnx_ir: onnxruntime's MatMulNBits quantizer imports it without depending on it
+        missing = [m for m in ("onnxruntime", "onnx_ir", "ai_edge_quantizer")
+                   if importlib.util.find_spec(m) is None]
+        if missing:
+            ap.error(f"peer tools missing ({', '.join(missing)}): "
+                     "pip install -r requirements-dev.txt, or pass --no-peers")
     torch.set_num_threads(args.threads)
     try:
         model = models.build("conformer", args.size, seed=0).eval()
@@ -440,7 +443,8 @@ def main(argv=None) -> int:
     except ValueError:
         ap.error(f"--blocks must be comma-separated integers, got {args.blocks!r}")
     if not all(0 <= b < len(model.encoder.layers) for b in blocks):
-        ap.error(f"--blocks: the {args.size} Conformer has blocks 0..{len(model.encoder.layers) - 1}")
+        ap.error(f"--blocks: the {args.size} Conformer has blocks "
+                 f"0..{len(model.encoder.layers) - 1}")
     calib_f = [example_features(2, args.calib_seconds, seed=s) for s in range(args.calib_batches)]
     held_f = [example_features(2, args.seconds, seed=s) for s in (100, 101)]
     results = []
@@ -479,7 +483,8 @@ def main(argv=None) -> int:
         "model": f"conformer-{args.size}", "untrained": True,
         "calibration": f"block inputs from example_features seeds 0..{args.calib_batches - 1}, "
                        f"batch 2, {args.calib_seconds} s",
-        "evaluation": f"block inputs from example_features seeds 100, 101, batch 2, {args.seconds} s",
+        "evaluation": "block inputs from example_features seeds 100, 101, batch 2, "
+                      f"{args.seconds} s",
         "blocks": results, "whole_model": whole_rows})
     print(f"wrote {args.json}")
     return 0
