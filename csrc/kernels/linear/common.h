@@ -17,6 +17,10 @@
 #include "format/packed.h"
 
 namespace edgekit::kernels {
+// Internal linkage on purpose: this header is included by files compiled with different ISA
+// flags; with external linkage the linker could hand ref.cc an out-of-line copy compiled for
+// AVX-512 (or the NEON file one compiled for dotprod) and crash on a CPU without it.
+namespace {
 
 template <int BITS>
 struct PlaneSpec {
@@ -90,4 +94,5 @@ inline const uint8_t* sparse_row_codes(const PackedLinear& w, int n) {
   return w.codes + static_cast<size_t>(w.row_vblock[n]) * w.block_bytes();
 }
 
+}  // namespace
 }  // namespace edgekit::kernels
