@@ -40,7 +40,9 @@ from edgekit.compress.calibrate import ACT_METHODS
 from edgekit.compress.layers import QUANTIZABLE, QuantLayer
 from edgekit.compress.quantizers import CODEBOOK_SCOPES, GRANULARITIES, QUANTIZERS
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "recipes"
+# Built-in recipes: installed beside this module by CMake (wheels), else the checkout's recipes/.
+_PACKAGED_DIR = Path(__file__).resolve().parent / "recipes"
+BUILTIN_DIR = _PACKAGED_DIR if _PACKAGED_DIR.is_dir() else Path(__file__).resolve().parents[2] / "recipes"
 LAYER_TYPES = {"linear": nn.Linear, "conv1d": nn.Conv1d,
                "conv_transpose1d": nn.ConvTranspose1d, "lstm": nn.LSTM}
 _LAYER_KEYS = ("bits", "quantizer", "granularity", "group_size", "codebook", "range", "mu",
