@@ -44,8 +44,10 @@ def _check_isa_override() -> None:
 def cli() -> None:
     """edgekit - take speech models from PyTorch to the edge.
 
-    Compress (1-8-bit codebooks, pruning), export (EKM, ONNX, TFLite),
-    run with the packed C++ runtime and benchmark on devices.
+    Packed 1-8-bit weights (int8 codebooks, zero-weight compression), int8
+    kernels for x86 (AVX2, AVX-512 VNNI) and ARM (NEON, dotprod), and
+    benchmarks against onnxruntime, LiteRT and torch. The model zoo and
+    compression are Python APIs for now (edgekit.models, edgekit.compress).
     """
 
 
