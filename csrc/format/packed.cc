@@ -99,21 +99,26 @@ Status check_sparse(const PackedLinear& w, uint64_t codes_bytes) {
 }
 
 // wsum[n, g] = sum of the (stored) weights of row n in group g, over k < K.
-void compute_wsum(PackedLinear& w) {
+// Derives wsum and checks that padding codes are 0 (docs/format.md §1.1, §1.5): kernels may
+// multiply padding codes with zero activations, but some (e.g. AVX2's affine path) also sum
+// codes over whole blocks, so a non-zero padding code would change their results.
+// Sums wrap modulo 2^32 like every accumulator (unsigned: no signed-overflow UB).
+Status compute_wsum(PackedLinear& w) {
   const int gb = kernels::group_blocks(w);
-  w.wsum.assign(static_cast<size_t>(w.N) * w.ngroups, 0);
+  std::vector<uint32_t> sums(static_cast<size_t>(w.N) * w.ngroups, 0);
   uint8_t codes[64];
   for (int n = 0; n < w.N; ++n) {
     const int8_t* t = w.table(n);
-    int32_t* ws = w.wsum.data() + static_cast<size_t>(n) * w.ngroups;
+    uint32_t* ws = sums.data() + static_cast<size_t>(n) * w.ngroups;
     if (!w.sparse) {
       const uint8_t* row = w.codes + static_cast<size_t>(n) * w.nblocks * w.block_bytes();
       for (int b = 0; b < w.nblocks; ++b) {
         kernels::decode_block_scalar(w.planes, row + b * w.block_bytes(), codes);
         const int valid = b == w.nblocks - 1 ? w.K - 64 * b : 64;
-        int32_t s = 0;
-        for (int j = 0; j < valid; ++j) s += t[codes[j]];
-        ws[b / gb] += s;
+        for (int j = 0; j < valid; ++j) ws[b / gb] += static_cast<uint32_t>(t[codes[j]]);
+        for (int j = valid; j < 64; ++j)
+          if (codes[j]) return bad("row " + std::to_string(n) + ": padding code at k=" +
+                                   std::to_string(64 * b + j) + " is not 0");
       }
       continue;
     }
@@ -126,10 +131,20 @@ void compute_wsum(PackedLinear& w) {
           decoded_vb = pos / 64;
           kernels::decode_block_scalar(w.planes, stream + decoded_vb * w.block_bytes(), codes);
         }
-        ws[b / gb] += t[codes[pos % 64]];
+        ws[b / gb] += static_cast<uint32_t>(t[codes[pos % 64]]);
       }
     }
+    if (pos % 64) {  // the rest of the row's last virtual block is padding
+      if (pos / 64 != decoded_vb)
+        kernels::decode_block_scalar(w.planes, stream + (pos / 64) * w.block_bytes(), codes);
+      for (int j = static_cast<int>(pos % 64); j < 64; ++j)
+        if (codes[j]) return bad("row " + std::to_string(n) + ": padding code " + std::to_string(j) +
+                                 " of the last compacted block is not 0");
+    }
   }
+  w.wsum.assign(sums.size(), 0);
+  for (size_t i = 0; i < sums.size(); ++i) w.wsum[i] = static_cast<int32_t>(sums[i]);
+  return Status::Ok();
 }
 
 }  // namespace
@@ -213,7 +228,8 @@ Status make_packed_linear(const PackedHeader& h, const uint8_t* codes, size_t co
   w.lut.assign(static_cast<size_t>(ntables) * w.lut_stride, 0);
   for (int i = 0; i < ntables; ++i)
     std::memcpy(w.lut.data() + static_cast<size_t>(i) * w.lut_stride, codebook + (static_cast<size_t>(i) << w.bits), tlen);
-  compute_wsum(w);
+  st = compute_wsum(w);
+  if (!st.ok()) return st;
   *out = std::move(w);
   return Status::Ok();
 }
