@@ -31,8 +31,8 @@ class PackedWeights:
     """
 
     def __init__(self, sections: packing.Sections):
-        self._s = sections
-        self._C = _C.PackedLinear(sections.header(), *sections.sections())
+        self._s = sections.frozen()  # validated once below, so it must never change afterwards
+        self._C = _C.PackedLinear(self._s.header(), *self._s.sections())
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -138,9 +138,15 @@ def linear(x, pw: PackedWeights, x_zero_point=0, isa=None) -> np.ndarray:
 def linear_f32(x, pw: PackedWeights, x_scale, x_zero_point=0, bias=None, isa=None) -> np.ndarray:
     """float32 (M, N) = x_scale * sum_g scale[n,g] * acc[m,n,g] + bias[n] (float32, this order)."""
     x, zp = _check_x(x, pw, x_zero_point)
-    xs = float(x_scale)
+    if np.ndim(x_scale) != 0 or isinstance(x_scale, (bool, np.bool_)):
+        raise ValueError(f"x_scale must be a float scalar, got {x_scale!r}")
+    try:
+        with np.errstate(over="ignore"):
+            xs = float(np.float32(x_scale))  # the epilogue computes in float32
+    except (TypeError, ValueError):
+        raise ValueError(f"x_scale must be a float scalar, got {x_scale!r}") from None
     if not np.isfinite(xs):
-        raise ValueError(f"x_scale must be finite, got {x_scale!r}")
+        raise ValueError(f"x_scale must be finite in float32, got {x_scale!r}")
     if bias is not None:
         bias = np.asarray(bias)
         if not np.issubdtype(bias.dtype, np.floating) or bias.shape != (pw.N,):

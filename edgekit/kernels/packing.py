@@ -6,6 +6,7 @@ Everything is vectorized over blocks: packing a 4096x4096 matrix is a handful of
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from dataclasses import dataclass
@@ -55,6 +56,19 @@ class Sections:
 
     def sections(self) -> tuple[np.ndarray, ...]:
         return (self.codes, self.bitmaps, self.offsets, self.codebook, self.scales)
+
+    def frozen(self) -> "Sections":
+        """A copy whose arrays are private and read-only.
+
+        The C++ view reads these buffers without re-validating them on every kernel call, so
+        nobody may change them after validation (a changed offset would be read out of bounds).
+        """
+        arrays = {}
+        for name in ("codes", "bitmaps", "offsets", "codebook", "scales"):
+            a = np.array(getattr(self, name), copy=True, order="C")
+            a.setflags(write=False)
+            arrays[name] = a
+        return dataclasses.replace(self, **arrays)
 
     @property
     def nbytes(self) -> int:
@@ -107,9 +121,12 @@ def _int_array(a, name: str, lo: int, hi: int, dtype) -> np.ndarray:
 
 def _check_nm(mask: np.ndarray, nm, K: int) -> tuple[int, int]:
     try:
-        n, m = (int(v) for v in nm)
+        n, m = nm
     except (TypeError, ValueError):
-        raise ValueError(f"nm must be a pair (n, m), got {nm!r}") from None
+        raise ValueError(f"nm must be a pair of ints (n, m), got {nm!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (n, m)):
+        raise ValueError(f"nm must be a pair of ints (n, m), got {nm!r}")
+    n, m = int(n), int(m)
     if not (1 <= n <= m) or BLOCK % m or K % m:
         raise ValueError(f"invalid N:M {n}:{m}: need 1 <= n <= m, m dividing 64 and K={K} divisible by m")
     counts = mask.reshape(mask.shape[0], K // m, m).sum(axis=2)

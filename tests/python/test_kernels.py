@@ -347,3 +347,20 @@ def test_scaled_segment_lane_bound(bits):
         want = kernels.accumulate(x, pw, 127, isa="ref")
         for isa in kernels.available_isas():
             assert_same(kernels.accumulate(x, pw, 127, isa=isa), want, f"isa={isa} K={K}")
+
+
+def test_linear_q8_saturated_product_plus_zero_point_clamps():
+    # SRDHM saturates near INT32_MAX; adding out_zero_point must clamp to 127, not wrap.
+    pw = kernels.pack(np.full((1, 1), 15, np.uint8), 4, np.arange(-8, 8, dtype=np.int8),
+                      np.ones(1, np.float32))
+    x = np.array([[127]], np.int8)
+    assert kernels.linear_q8(x, pw, 0, (1 << 31) - 1, 30, 127)[0, 0] == 127
+    assert kernels.linear_q8(-x, pw, 0, (1 << 31) - 1, 30, -128)[0, 0] == -128
+
+
+@pytest.mark.parametrize("x_scale", [None, np.array([1.0]), 1e300, True, "a"])
+def test_linear_f32_rejects_bad_x_scale(x_scale):
+    pw = kernels.pack(np.zeros((2, 3), np.uint8), 4, np.arange(-8, 8, dtype=np.int8),
+                      np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="x_scale"):
+        kernels.linear_f32(np.zeros((1, 3), np.int8), pw, x_scale)

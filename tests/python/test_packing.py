@@ -359,3 +359,32 @@ def test_random_byte_flips_never_crash(kind, seed, flips):
     want = kernels.accumulate(x, pw, 3, isa="ref")
     for isa in kernels.available_isas():
         assert (kernels.accumulate(x, pw, 3, isa=isa) == want).all(), isa
+
+
+def test_sections_are_private_and_read_only():
+    # The C++ view is validated once; a later change to an offset must be impossible.
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 16, (4, 100)).astype(np.uint8)
+    mask = rng.random((4, 100)) > 0.5
+    pw = kernels.pack(codes, 4, np.arange(-8, 8, dtype=np.int8), np.ones(4, np.float32), mask=mask)
+    with pytest.raises(ValueError, match="read-only"):
+        pw.sections.offsets[1] = 2**31
+    with pytest.raises(ValueError, match="read-only"):
+        pw.sections.codes[0] = 0xFF
+
+
+def test_nonzero_padding_codes_are_rejected():
+    pw = kernels.pack(np.zeros((3, 1), np.uint8), 4, np.arange(-8, 8, dtype=np.int8),
+                      np.ones(3, np.float32))
+    b = bytearray(pw.to_bytes())
+    b[64 + 1] = 0x0F  # codes section starts at 64; byte 1 low nibble = code k=1 (padding)
+    with pytest.raises(ValueError, match="padding code"):
+        kernels.PackedWeights.from_bytes(bytes(b))
+
+
+@pytest.mark.parametrize("nm", [(2.5, 4), "24", (True, 4)])
+def test_nm_must_be_a_pair_of_ints(nm):
+    mask = np.ones((2, 8), bool)
+    with pytest.raises(ValueError, match="pair of ints"):
+        kernels.pack(np.zeros((2, 8), np.uint8), 4, np.arange(-8, 8, dtype=np.int8),
+                     np.ones(2, np.float32), mask=mask, nm=nm)

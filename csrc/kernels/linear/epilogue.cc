@@ -59,7 +59,8 @@ void epilogue_q8(const PackedLinear& w, const int32_t* acc, int M, const int32_t
       const size_t i = static_cast<size_t>(m) * w.N + n;
       uint32_t a = static_cast<uint32_t>(acc[i]);
       if (bias) a += static_cast<uint32_t>(bias[n]);
-      int32_t v = multiply_by_quantized_multiplier(static_cast<int32_t>(a), mult[n], shift[n]) + out_zp;
+      // int64: a saturated product near INT32_MAX plus out_zp must clamp, not wrap.
+      const int64_t v = int64_t{multiply_by_quantized_multiplier(static_cast<int32_t>(a), mult[n], shift[n])} + out_zp;
       out[i] = static_cast<int8_t>(v < -128 ? -128 : (v > 127 ? 127 : v));
     }
 }
