@@ -186,6 +186,10 @@ def load_recipe(src: Any) -> Recipe:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         line = str(exc).replace("\n", " ")
         raise RecipeError(f"{path}: not valid YAML: {line}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: YAML nested too deeply to be a recipe") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
     return parse_recipe(data, str(path))
 
 

@@ -112,3 +112,10 @@ def test_unknown_builtin_missing_file_and_bad_yaml(tmp_path):
     assert "\n" not in str(exc.value)
     with pytest.raises(RecipeError, match="must be a name"):
         load_recipe(42)
+
+
+def test_deeply_nested_yaml_is_a_recipe_error(tmp_path):
+    p = tmp_path / "deep.yaml"
+    p.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(RecipeError, match="nested too deeply"):
+        load_recipe(str(p))
