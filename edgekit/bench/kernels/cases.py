@@ -91,10 +91,6 @@ class Case:
     w: np.ndarray = field(repr=False)    # (N, K) int8 effective weights
     acc: np.ndarray = field(repr=False)  # (M, N) int32 reference x @ w.T
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.M, self.K, self.N)
-
 
 def make_activations(M: int, K: int) -> np.ndarray:
     """Int8 activations for a shape, shared by every bit width and sparsity of that shape."""

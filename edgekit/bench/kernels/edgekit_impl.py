@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.bench.kernels.cases import Case
-from edgekit.bench.kernels.peer import Options, Prepared
+from edgekit.bench.kernels.peer import Options, Prepared, exact_check
 from edgekit.bench.kernels.timing import Budget
 
 NAME = "edgekit"
@@ -61,7 +61,4 @@ def prepare(case: Case, opts: Options) -> Prepared:
 
 def check(y: np.ndarray, case: Case, extra: dict | None = None) -> str | None:
     """The packed kernel must reproduce the exact int32 product."""
-    if y.shape != case.acc.shape or not np.array_equal(y, case.acc):
-        bad = int(np.count_nonzero(y != case.acc)) if y.shape == case.acc.shape else -1
-        return f"int32 result differs from the numpy reference in {bad} of {case.acc.size} outputs"
-    return None
+    return exact_check(y, case)

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgekit.bench.kernels import ort_common
 from edgekit.bench.kernels.cases import Case
-from edgekit.bench.kernels.peer import Options, Prepared
+from edgekit.bench.kernels.peer import Options, Prepared, exact_check
 
 NAME = "ort_matmulinteger"
 BITS = (8,)
@@ -59,7 +59,4 @@ def prepare(case: Case, opts: Options) -> Prepared:
 
 def check(y: np.ndarray, case: Case, extra: dict | None = None) -> str | None:
     """Same integer semantics as edgekit: the int32 result must be identical."""
-    if y.shape != case.acc.shape or not np.array_equal(y, case.acc):
-        bad = int(np.count_nonzero(y != case.acc)) if y.shape == case.acc.shape else -1
-        return f"int32 result differs from the reference in {bad} of {case.acc.size} outputs"
-    return None
+    return exact_check(y, case)

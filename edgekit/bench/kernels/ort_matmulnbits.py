@@ -12,7 +12,7 @@ import numpy as np
 
 from edgekit.bench.kernels import ort_common
 from edgekit.bench.kernels.cases import Case
-from edgekit.bench.kernels.peer import Options, Prepared, relative_error
+from edgekit.bench.kernels.peer import Options, Prepared, close_check
 
 NAME = "ort_matmulnbits"
 BITS = (8, 4, 2)
@@ -84,10 +84,5 @@ def prepare(case: Case, opts: Options) -> Prepared:
 def check(y: np.ndarray, case: Case, extra: dict | None = None) -> str | None:
     """Close to the exact product; how close depends on the activation quantization."""
     accuracy_level = (extra or {}).get("accuracy_level", 4)
-    if y.shape != case.acc.shape:
-        return f"output shape {y.shape} != {case.acc.shape}"
-    err = relative_error(y, case.acc)
-    tol = REL_TOL.get(accuracy_level, 1e-2)
-    if not err <= tol:
-        return f"relative error {err:.3g} > {tol:g} (accuracy_level {accuracy_level})"
-    return None
+    return close_check(y, case, REL_TOL.get(accuracy_level, 1e-2),
+                       f" (accuracy_level {accuracy_level})")

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgekit.bench.kernels.cases import Case
 from edgekit.bench.kernels.timing import Budget, time_calls
 
 
@@ -53,3 +54,23 @@ def relative_error(y: np.ndarray, ref: np.ndarray) -> float:
     diff = np.linalg.norm(y.astype(np.float64) - ref64)
     norm = np.linalg.norm(ref64)
     return float(diff / norm) if norm else float(diff)
+
+
+def exact_check(y: np.ndarray, case: Case) -> str | None:
+    """None when `y` is exactly the case's int32 reference product, else how many outputs
+    differ (-1 when the shape is wrong)."""
+    if y.shape != case.acc.shape or not np.array_equal(y, case.acc):
+        bad = int(np.count_nonzero(y != case.acc)) if y.shape == case.acc.shape else -1
+        return f"int32 result differs from the numpy reference in {bad} of {case.acc.size} outputs"
+    return None
+
+
+def close_check(y: np.ndarray, case: Case, tol: float, context: str = "") -> str | None:
+    """None when `y` has the reference's shape and a relative error <= `tol` (NaN fails);
+    `context` (e.g. " (accuracy_level 4)") is appended to the failure message."""
+    if y.shape != case.acc.shape:
+        return f"output shape {y.shape} != {case.acc.shape}"
+    err = relative_error(y, case.acc)
+    if not err <= tol:
+        return f"relative error {err:.3g} > {tol:g}{context}"
+    return None

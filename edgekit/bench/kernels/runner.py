@@ -56,6 +56,11 @@ def pin_one_thread() -> None:
         os.environ.setdefault(var, "1")
 
 
+def _unquantized(impl: str) -> bool:
+    """True for the fp32 baseline (BITS == (32,)): it runs the widest case's weights."""
+    return IMPLS[impl].BITS == (32,)
+
+
 def plan(config: Config, available: list[str]) -> list[Cell]:
     """The cells to run, shape by shape, so one shape's data is alive at a time."""
     cells: list[Cell] = []
@@ -64,15 +69,13 @@ def plan(config: Config, available: list[str]) -> list[Cell]:
         for s in config.sparsities:
             for b in sorted(set(config.bits), reverse=True):
                 for name in available:
-                    native = IMPLS[name].BITS
-                    runs_here = b in native or (native == (32,) and b == widest)
-                    if runs_here:
+                    if b in IMPLS[name].BITS or (_unquantized(name) and b == widest):
                         cells.append(Cell(name, shape, b, s))
     return cells
 
 
 def _label_bits(impl: str, case_bits: int) -> int:
-    return 32 if IMPLS[impl].BITS == (32,) else case_bits
+    return 32 if _unquantized(impl) else case_bits
 
 
 def _prepare(impl: str, case: Case, opts: Options) -> tuple[Prepared | None, str | None]:
@@ -119,7 +122,7 @@ def _measure_interleaved(prepared: dict[str, Prepared], budget: Budget) -> dict[
 
 
 def _overhead(impl: str, config: Config) -> float | None:
-    bits = max(b for b in IMPLS[impl].BITS if b <= 8) if IMPLS[impl].BITS != (32,) else 8
+    bits = 8 if _unquantized(impl) else max(b for b in IMPLS[impl].BITS if b <= 8)
     case = make_case(*OVERHEAD_SHAPE, bits=bits)
     prepared, _ = _prepare(impl, case, config.opts)
     if prepared is None:

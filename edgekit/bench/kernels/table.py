@@ -15,9 +15,10 @@ def _key(r: dict) -> tuple:
     return (r["M"], r["K"], r["N"], r["sparsity"])
 
 
-def _edgekit_time(records: list[dict], shape: tuple, bits: int, sparsity: float = 0.0):
+def _median(records: list[dict], impl: str, shape: tuple, bits: int, sparsity: float = 0.0):
+    """`us_median` of the first record of `impl` at this shape, bit width and zero fraction."""
     for r in records:
-        if (r["impl"] == EDGEKIT and (r["M"], r["K"], r["N"]) == tuple(shape)
+        if (r["impl"] == impl and (r["M"], r["K"], r["N"]) == tuple(shape)
                 and r["bits"] == bits and r["sparsity"] == sparsity):
             return r["us_median"]
     return None
@@ -47,7 +48,7 @@ def annotate(records: list[dict]) -> list[dict]:
         if r["impl"] == EDGEKIT:
             shape = (r["M"], r["K"], r["N"])
             for bits in (4, 8):
-                base = _edgekit_time(records, shape, bits)
+                base = _median(records, EDGEKIT, shape, bits)
                 r[f"vs_edgekit_int{bits}"] = r["us_median"] / base if base else None
     return records
 
@@ -77,22 +78,20 @@ def targets(records: list[dict]) -> list[TargetResult]:
     for bits in (8, 4):
         pairs = []
         for shape in m1:
-            ek = _edgekit_time(records, shape, bits)
-            lt = next((r["us_median"] for r in records if r["impl"] == "litert_fc"
-                       and (r["M"], r["K"], r["N"]) == shape and r["bits"] == bits
-                       and r["sparsity"] == 0.0), None)
+            ek = _median(records, EDGEKIT, shape, bits)
+            lt = _median(records, "litert_fc", shape, bits)
             if ek and lt:
                 pairs.append((shape, ek / lt))
         out.append(_worst(pairs, 1.0, f"edgekit int{bits} <= 1.0x litert_fc int{bits} at every M=1 shape"))
     for bits, limit in ((2, 0.6), (1, 0.5)):
         pairs = []
         for shape in m1:
-            ek, base = _edgekit_time(records, shape, bits), _edgekit_time(records, shape, 4)
+            ek, base = _median(records, EDGEKIT, shape, bits), _median(records, EDGEKIT, shape, 4)
             if ek and base:
                 pairs.append((shape, ek / base))
         out.append(_worst(pairs, limit, f"edgekit int{bits} <= {limit}x edgekit int4 at every M=1 shape"))
-    sparse = _edgekit_time(records, TARGET_SHAPE, 8, 0.5)
-    dense = _edgekit_time(records, TARGET_SHAPE, 8)
+    sparse = _median(records, EDGEKIT, TARGET_SHAPE, 8, 0.5)
+    dense = _median(records, EDGEKIT, TARGET_SHAPE, 8)
     pairs = [(TARGET_SHAPE, sparse / dense)] if sparse and dense else []
     out.append(_worst(pairs, 0.7, "edgekit int8 50% zero weights <= 0.7x dense int8 at 1x1024x4096"))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.bench.kernels.cases import Case
-from edgekit.bench.kernels.peer import Options, Prepared, relative_error
+from edgekit.bench.kernels.peer import Options, Prepared, close_check
 
 NAME = "torch_fp32"
 BITS = (32,)
@@ -43,7 +43,4 @@ def prepare(case: Case, opts: Options) -> Prepared:
 
 def check(y: np.ndarray, case: Case, extra: dict | None = None) -> str | None:
     """Close to the exact integer product (fp32 rounding only)."""
-    if y.shape != case.acc.shape:
-        return f"output shape {y.shape} != {case.acc.shape}"
-    err = relative_error(y, case.acc)
-    return None if err <= REL_TOL else f"relative error {err:.3g} > {REL_TOL:g}"
+    return close_check(y, case, REL_TOL)
