@@ -22,6 +22,11 @@ assert _HEADER.size == 64
 _MAX_DIM = 1 << 30
 
 
+def _ngroups(K: int, group_size: int) -> int:
+    """Scale groups per row: 1 for group_size 0 (one scale per row), else ceil(K / group_size)."""
+    return 1 if group_size == 0 else -(-K // group_size)
+
+
 @dataclass
 class Sections:
     """The five sections of a packed matrix plus its header fields (the in-memory form)."""
@@ -40,12 +45,8 @@ class Sections:
     scales: np.ndarray    # float32, (N, ngroups)
 
     @property
-    def nblocks(self) -> int:
-        return -(-self.K // BLOCK)
-
-    @property
     def ngroups(self) -> int:
-        return 1 if self.group_size == 0 else -(-self.K // self.group_size)
+        return _ngroups(self.K, self.group_size)
 
     def header(self) -> bytes:
         """The 64-byte header (docs/format.md §1.9)."""
@@ -162,7 +163,7 @@ def pack_arrays(codes, bits, codebook, scale, mask=None, nm=None, group_size=0) 
             or group_size < 0 or group_size % BLOCK or group_size > _MAX_DIM:
         raise ValueError(f"group_size must be 0 or a positive multiple of 64, got {group_size!r}")
     group_size = int(group_size)
-    ngroups = 1 if group_size == 0 else -(-K // group_size)
+    ngroups = _ngroups(K, group_size)
     scale = np.asarray(scale)
     if not np.issubdtype(scale.dtype, np.floating):
         raise ValueError(f"scale must be a float array, got dtype {scale.dtype}")
@@ -277,7 +278,11 @@ def parse_header(b: bytes) -> dict:
 
 def deserialize(b: bytes) -> Sections:
     """Slice serialized bytes into sections. The caller validates them (the C++ reader);
-    this only checks what it needs to slice safely."""
+    this only checks what it needs to slice safely.
+
+    The sections are read-only views of `b` (of a private copy when `b` is mutable, e.g. a
+    bytearray); PackedWeights copies them again via `Sections.frozen()`."""
+    b = bytes(b)  # no copy for bytes; a mutable buffer must not alias the returned arrays
     h = parse_header(b)
     if h["magic"] != b"EKPW" or h["version"] != VERSION or not 1 <= h["bits"] <= 8:
         raise ValueError("packed weights: bad magic, version or bits")
@@ -294,13 +299,14 @@ def deserialize(b: bytes) -> Sections:
     for off, size, dt in zip(offs, sizes, dtypes):
         if size % np.dtype(dt).itemsize:
             raise ValueError("packed weights: a section size is not a whole number of elements")
-        arrs.append(np.frombuffer(b, dtype=dt, count=size // np.dtype(dt).itemsize, offset=off).copy())
+        arrs.append(np.frombuffer(b, dtype=dt, count=size // np.dtype(dt).itemsize, offset=off))
     ntables = h["N"] if h["flags"] & FLAG_PER_ROW else 1
-    ngroups = 1 if h["group_size"] == 0 else -(-h["K"] // max(h["group_size"], 1))
+    ngroups = _ngroups(h["K"], h["group_size"])
     if arrs[3].size != ntables << h["bits"] or arrs[4].size != h["N"] * ngroups:
         raise ValueError("packed weights: codebook or scales size does not match the header")
     return Sections(h["bits"], h["flags"], h["N"], h["K"], h["group_size"], h["nm_n"], h["nm_m"],
-                    arrs[0], arrs[1].astype(np.uint64), arrs[2].astype(np.uint32),
+                    arrs[0], arrs[1].astype(np.uint64, copy=False),
+                    arrs[2].astype(np.uint32, copy=False),
                     arrs[3].reshape(ntables, -1), arrs[4].reshape(h["N"], ngroups))
 
 
