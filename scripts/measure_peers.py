@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from edgekit import models  # noqa: E402
 from edgekit._io import atomic_write_json  # noqa: E402
+from edgekit.bench.kernels.ort_common import IR_VERSION  # noqa: E402
 from edgekit.compress import compress, report  # noqa: E402
 from edgekit.models.common import example_features  # noqa: E402
 from measure_compression import SETTINGS  # noqa: E402
@@ -137,7 +138,7 @@ def _export_onnx(module, args, path, names, dynamic):
         torch.onnx.export(module, args, path, dynamo=False, opset_version=20,
                           input_names=names, output_names=["y"], dynamic_axes=dynamic)
     mp = version_converter.convert_version(onnx.load(path), 21)
-    mp.ir_version = min(mp.ir_version, 10)   # onnxruntime 1.31 rejects onnx 1.23's default IR
+    mp.ir_version = min(mp.ir_version, IR_VERSION)  # onnxruntime 1.31 rejects onnx 1.23's IR
     onnx.save(mp, path)
     return mp
 
@@ -161,8 +162,8 @@ def _nbits_bits_per_weight(qm, nodes) -> float:
     """Stored bits per weight of MatMulNBits nodes: packed B + scales + zero points."""
     from onnx import numpy_helper
     inits = {t.name: numpy_helper.to_array(t).nbytes for t in qm.graph.initializer}
-    weights = sum({a.name: a.i for a in n.attribute}["K"] * {a.name: a.i for a in n.attribute}["N"]
-                  for n in nodes)
+    attrs = [{a.name: a.i for a in n.attribute} for n in nodes]
+    weights = sum(a["K"] * a["N"] for a in attrs)
     return 8 * sum(inits.get(i, 0) for n in nodes for i in n.input[1:4]) / weights
 
 

@@ -49,7 +49,8 @@ def make_case(rng, M, N, K, bits, kind="dense", per_row=False, group_size=0, aff
         nm = NM_PATTERNS[int(kind[2:])]
         mask = _nm_mask(rng, N, K, *nm)
     if zero_rows:
-        codes[::2] = codes[::2] * 0 + (1 << (bits - 1)) if affine else codes[::2]
+        if affine:
+            codes[::2] = 1 << (bits - 1)
         if mask is not None and nm is None:
             mask[::2] = False
     ng = 1 if group_size == 0 else -(-K // group_size)
