@@ -132,17 +132,16 @@ def info(name: str, size: str = "tiny") -> dict[str, Any]:
         chunk = {"samples": nwc.HOP, "frame": nwc.FRAME, "overlap": nwc.OVERLAP,
                  "latency_samples": nwc.OVERLAP, "sample_rate": nwc.SAMPLE_RATE}
         spec = _SPECS["nwc"]
-        per_module = {f"stages.{i}.{k}": count_params(v)
-                      for i, st in enumerate(model.stages) for k, v in st.named_children()}
+        depth = 3  # stages.<i>.<child>
     else:
         chunk = {"frames": model.chunk_frames, "frame_ms": 10, "n_mels": N_MELS}
         spec = _SPECS["rnnt" if name == "rnnt" else "conformer"]
-        per_module = params_by_child(model, depth=2)
+        depth = 2
     return {
         "name": name,
         "size": size,
         "params": count_params(model),
-        "params_by_module": per_module,
+        "params_by_module": params_by_child(model, depth=depth),
         "chunk": chunk,
         "input": spec[0],
         "output": spec[1],

@@ -19,7 +19,6 @@ from torch import nn
 
 N_MELS = 80
 SAMPLE_RATE = 16000
-WINDOW_MS = 25
 HOP_MS = 10
 BLANK = 0  # CTC and RNN-T blank index, shared so decoders and heads agree.
 

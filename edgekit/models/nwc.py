@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SAMPLE_RATE = 16000
+from edgekit.models.common import SAMPLE_RATE  # noqa: F401 (part of this module's API)
+
 FRAME = 512
 OVERLAP = 32
 HOP = FRAME - OVERLAP
