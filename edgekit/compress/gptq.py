@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekit.compress.prune.wanda import lstm_features
+from edgekit.compress.prune.wanda import conv1d_input, lstm_features
+from edgekit.compress.quantizers import _assign
 
 
 def input_hessians(module: nn.Module, args: tuple) -> dict[str, tuple[np.ndarray, int]]:
@@ -35,12 +36,7 @@ def input_hessians(module: nn.Module, args: tuple) -> dict[str, tuple[np.ndarray
         f = x.reshape(-1, x.shape[-1])
         return {"weight": (_gram(f)[None], f.shape[0])}
     if isinstance(module, nn.Conv1d) and not isinstance(module.padding, str):
-        if x.dim() == 2:
-            x = x.unsqueeze(0)
-        p = module.padding[0]
-        if p:
-            x = F.pad(x, (p, p), mode="constant" if module.padding_mode == "zeros"
-                      else module.padding_mode)
+        x = conv1d_input(module, x)
         k, d, st, g = (module.kernel_size[0], module.dilation[0], module.stride[0],
                        module.groups)
         cols = F.unfold(x.unsqueeze(2), (1, k), dilation=(1, d), stride=(1, st))  # (B, C*k, L)
@@ -56,11 +52,11 @@ def _gram(f: torch.Tensor) -> np.ndarray:
 
 
 def gptq_codes(w: np.ndarray, mask: np.ndarray, table: np.ndarray, scale_k: np.ndarray,
-               lo: int, h: np.ndarray, assign, damp: float = 0.01,
-               block: int = 128) -> np.ndarray:
+               lo: int, h: np.ndarray, damp: float = 0.01, block: int = 128) -> np.ndarray:
     """Codes (N, K) for weights `w` with per-element scales `scale_k` (N, K), rows' `table`.
 
-    `assign(col (N, 1), table, scale (N, 1), lo)` is the nearest-entry rule. `damp` adds
+    Each column takes the entries nearest its error-updated weights; masked weights count as
+    0, but their codes are left for the caller to zero. `damp` adds
     damp·mean(diag H) to the diagonal (numerical safety; features never seen get H_jj = 1).
     Errors inside a block of columns are propagated at once, the rest lazily per block.
     """
@@ -78,8 +74,7 @@ def gptq_codes(w: np.ndarray, mask: np.ndarray, table: np.ndarray, scale_k: np.n
         b1 = min(b0 + block, k)
         err = np.zeros((n, b1 - b0))
         for j in range(b0, b1):
-            c = assign(w[:, j:j + 1], table, scale_k[:, j:j + 1], lo)[:, 0]
-            c = np.where(mask[:, j], c, 0).astype(np.uint8)
+            c = _assign(w[:, j:j + 1], table, scale_k[:, j:j + 1], 0, lo)[:, 0]
             vals = tab[0][c] if tab.shape[0] == 1 else tab[rows, c]
             q = np.where(mask[:, j], vals * scale_k[:, j], 0.0)
             codes[:, j] = c

@@ -21,7 +21,7 @@ group's squared error, and the representation stays exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,7 +42,6 @@ class QuantizedWeight:
     quantizer: str
     levels: int             # effective distinct int8 levels (max over codebook scopes)
     mask: np.ndarray | None = None   # (N, K) bool, False = zero weight, not stored
-    extra: dict = field(default_factory=dict)
 
     def dequantize(self) -> np.ndarray:
         """Float32 (N, K) weight: scale * codebook[code], exactly 0 where masked."""
@@ -193,7 +192,6 @@ def quantize(w, bits: int, quantizer: str = "uniform", granularity: str = "chann
     s0 = np.where(s0 > 0, s0, 1.0)
     s0e = _expand(s0, k, gs)
     nent = 1 << bits
-    extra: dict = {}
 
     if quantizer == "uniform":
         half = 1 << (bits - 1)
@@ -215,14 +213,12 @@ def quantize(w, bits: int, quantizer: str = "uniform", granularity: str = "chann
     else:  # lloyd_max
         u = wm / s0e
         wt = np.where(m, s0e * s0e, 0.0)
-        lv, it = lloyd_max_levels(u.reshape(1, -1), nent, wt.reshape(1, -1), tol)
+        lv, _ = lloyd_max_levels(u.reshape(1, -1), nent, wt.reshape(1, -1), tol)
         if codebook == "channel":
             # Rows start from the tensor's levels: Lloyd iterations never raise distortion,
             # so a row's table is never worse than the shared one (quantile init per row of a
             # peaked distribution often lands in a worse local optimum).
-            lv, it_rows = lloyd_max_levels(u, nent, wt, tol, init=lv)
-            it += it_rows
-        extra["lloyd_iterations"] = it
+            lv, _ = lloyd_max_levels(u, nent, wt, tol, init=lv)
         table, lscale, levels = _int8_table(lv, nent)
         # Per-row tables carry their own level scale; fold it into that row's scales.
         scale = s0 * (lscale if lscale.shape[0] == n else float(lscale.ravel()[0]))
@@ -243,7 +239,7 @@ def quantize(w, bits: int, quantizer: str = "uniform", granularity: str = "chann
     return QuantizedWeight(codes=codes, codebook=table.astype(np.int8),
                            scale=scale.astype(np.float32), bits=bits, group_size=gs,
                            quantizer=quantizer, levels=int(levels),
-                           mask=None if mask is None else m.copy(), extra=extra)
+                           mask=None if mask is None else m.copy())
 
 
 def _gptq(wm, m, table, scale, gs, lo, hessian, damp) -> np.ndarray:
@@ -259,7 +255,7 @@ def _gptq(wm, m, table, scale, gs, lo, hessian, damp) -> np.ndarray:
         r = slice(g * per, (g + 1) * per)
         tab = table if table.shape[0] == 1 else table[r]
         codes[r] = gptq_codes(wm[r], m[r], tab, np.ascontiguousarray(se[r]), lo, hessian[g],
-                              lambda c, t, s, lo_: _assign(c, t, s, 0, lo_), damp)
+                              damp)
     return codes
 
 

@@ -53,13 +53,7 @@ def feature_sqsum(module: nn.Module, x: torch.Tensor) -> np.ndarray:
         per_group = np.repeat(ch, k, axis=2).reshape(g, -1)
         return np.repeat(per_group, cout // g, axis=0)
     if isinstance(module, nn.Conv1d):
-        if isinstance(module.padding, str):
-            raise ValueError("Wanda on Conv1d with string padding is not supported")
-        p = module.padding[0]
-        if module.padding_mode != "zeros" and p:
-            x = F.pad(x, (p, p), mode=module.padding_mode)
-        elif p:
-            x = F.pad(x, (p, p))
+        x = conv1d_input(module, x)
         k, d, st = module.kernel_size[0], module.dilation[0], module.stride[0]
         lout = (x.shape[-1] - d * (k - 1) - 1) // st + 1
         taps = [x[:, :, t * d: t * d + st * (lout - 1) + 1: st] for t in range(k)]
@@ -68,6 +62,20 @@ def feature_sqsum(module: nn.Module, x: torch.Tensor) -> np.ndarray:
         per_group = sq.reshape(g, -1)  # (g, C/g * k) in the (in/g, k) weight order
         return np.repeat(per_group, module.out_channels // g, axis=0)
     raise ValueError(f"Wanda feature norms: unsupported layer type {type(module).__name__}")
+
+
+def conv1d_input(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """The Conv1d's input as (B, C, T) with its padding applied (by `padding_mode`), so that
+    the im2col columns can be read off directly."""
+    if x.dim() == 2:          # unbatched (C, T)
+        x = x.unsqueeze(0)
+    if isinstance(module.padding, str):
+        raise ValueError("Wanda on Conv1d with string padding is not supported")
+    p = module.padding[0]
+    if p:
+        x = F.pad(x, (p, p), mode="constant" if module.padding_mode == "zeros"
+                  else module.padding_mode)
+    return x
 
 
 def lstm_feature_sqsum(lstm: nn.LSTM, x, hx=None) -> dict[str, np.ndarray]:
