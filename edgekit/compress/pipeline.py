@@ -98,9 +98,13 @@ def _mask(w2d, sp: dict | None, xsq):
 
 
 def _needs_data(spec: LayerSpec) -> bool:
+    return bool(spec.activations) or _wants_wanda(spec) or spec.rounding == "gptq"
+
+
+def _wants_wanda(spec: LayerSpec) -> bool:
+    """Whether the layer's sparsity needs Wanda activation norms (Wanda mask or N:M scores)."""
     sp = spec.sparsity or {}
-    return (bool(spec.activations) or sp.get("kind") == "wanda" or sp.get("score") == "wanda"
-            or spec.rounding == "gptq")
+    return sp.get("kind") == "wanda" or sp.get("score") == "wanda"
 
 
 def _batches(calib) -> list:
@@ -144,8 +148,7 @@ def _execution_order(model, plan, batch):
 
 
 def _calibrate(model, name, module, spec, batches) -> dict:
-    sp = spec.sparsity or {}
-    want_sq = sp.get("kind") == "wanda" or sp.get("score") == "wanda"
+    want_sq = _wants_wanda(spec)
     want_h = spec.rounding == "gptq"
     stats: dict = {"sqsum": {}, "hessian": {}, "frames": {}, "calls": 0}
     if spec.activations:

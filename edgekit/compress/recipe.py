@@ -106,17 +106,16 @@ class Recipe:
         if not layers:
             raise RecipeError(f"{self.source}: the model has no quantizable layer "
                               f"({', '.join(LAYER_TYPES)})")
-        all_names = [n for n, _ in model.named_modules() if n]
-        types_of = {n: type(m).__name__ for n, m in model.named_modules() if n}
         chosen: dict[str, LayerSpec] = {}
         for rule in self.rules:
             hits = [n for n, m in layers if _selects(rule, n, m, layers)]
             where = f"{self.source}: rules[{rule.index}]"
             if not hits and not rule.optional:
+                types_of = {n: type(m).__name__ for n, m in model.named_modules() if n}
                 for pat in rule.match:
                     if pat.startswith("@"):
                         continue
-                    other = [n for n in all_names if fnmatch.fnmatchcase(n, pat)]
+                    other = [n for n in types_of if fnmatch.fnmatchcase(n, pat)]
                     if other and not any(fnmatch.fnmatchcase(n, pat) for n, _ in layers):
                         kinds = sorted({types_of[n] for n in other})
                         raise RecipeError(f"{where}.match: glob {pat!r} matches only "

@@ -21,13 +21,13 @@ from edgekit.compress.layers import QuantLayer, weight_2d
 def snr_db(ref, test) -> float | None:
     """10·log10(signal / noise) in dB; None when the two are identical."""
     ref = np.asarray(ref, np.float64)
-    err = float(((ref - np.asarray(test, np.float64)) ** 2).sum())
-    sig = float((ref ** 2).sum())
+    return _db(float((ref ** 2).sum()), float(((ref - np.asarray(test, np.float64)) ** 2).sum()))
+
+
+def _db(sig: float, err: float) -> float | None:
     if err == 0.0:
         return None
-    if sig == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(sig / err)
+    return -math.inf if sig == 0.0 else 10.0 * math.log10(sig / err)
 
 
 def _tensors(out) -> list[torch.Tensor]:
@@ -53,9 +53,7 @@ class _Energy:
             self.err += float(((r - t) ** 2).sum())
 
     def db(self) -> float | None:
-        if self.err == 0.0:
-            return None
-        return -math.inf if self.sig == 0.0 else 10.0 * math.log10(self.sig / self.err)
+        return _db(self.sig, self.err)
 
 
 def report(compressed: nn.Module, reference: nn.Module, calib: Iterable | None = None) -> dict:
@@ -67,12 +65,13 @@ def report(compressed: nn.Module, reference: nn.Module, calib: Iterable | None =
     from edgekit.compress.pipeline import _batches, _run
 
     qlayers = [(n, m) for n, m in compressed.named_modules() if isinstance(m, QuantLayer)]
-    rows, energies = [], {}
+    rows, energies, refs = [], {}, {}
     for name, q in qlayers:
         try:
             ref = reference.get_submodule(name)
         except AttributeError:
             raise ValueError(f"reference model has no layer {name!r}") from None
+        refs[name] = ref
         nbytes = sum(qm.nbytes() for qm in q.matrices.values())
         count = sum(qm.codes.numel() for qm in q.matrices.values())
         w_ref = np.concatenate([weight_2d(ref, getattr(ref, p)).ravel() for p in q.matrices])
@@ -98,7 +97,6 @@ def report(compressed: nn.Module, reference: nn.Module, calib: Iterable | None =
     model_snr = None
     if calib is not None:
         batches = _batches(calib)
-        refs = {n: reference.get_submodule(n) for n, _ in qlayers}
         hooks = [q.register_forward_hook(_layer_hook(refs[n], energies[n])) for n, q in qlayers]
         total = _Energy()
         try:
