@@ -1,5 +1,6 @@
 #include "dispatch/dispatch.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -69,8 +70,10 @@ Status default_linear_variant(const kernels::LinearVariant** out) {
     if (!st.ok()) return Status::Invalid("EDGEKIT_ISA: " + st.message());
     return st;
   }
-  const auto avail = available_linear_variants();
-  *out = avail.back();  // ref is always available
+  // The last supported variant in compiled order; ref (first) is always supported.
+  const auto& compiled = compiled_linear_variants();
+  *out = *std::find_if(compiled.rbegin(), compiled.rend(),
+                       [](const kernels::LinearVariant* v) { return isa_supported(v->isa); });
   return Status::Ok();
 }
 

@@ -97,14 +97,13 @@ constexpr int table_count() {
   return L == Lookup::kChain ? (1 << (BITS - 4)) : 1;
 }
 
-// Lookup tables as broadcast 16-entry pshufb tables. For chains table j holds
+// Lookup tables as broadcast 16-entry pshufb tables; cb = PackedLinear::padded_table(n), so
+// a table of fewer than 16 entries is zero-padded to 16. For chains table j holds
 // T_j xor T_{j-1} (T_j = entries 16j..16j+15), restarting at j = 8: see lookup().
 template <int BITS, Lookup L>
 inline void build_tables(const int8_t* cb, __m256i* t) {
   if constexpr (L == Lookup::kTable16) {
-    alignas(16) int8_t buf[16] = {0};
-    std::memcpy(buf, cb, 1 << BITS);
-    t[0] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)));
+    t[0] = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(cb)));
   } else if constexpr (L == Lookup::kChain) {
     for (int j = 0; j < table_count<BITS, L>(); ++j) {
       __m128i tj = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cb + 16 * j));
@@ -165,7 +164,7 @@ struct DenseRow {
 
   static size_t buf_bytes(const PackedLinear&) { return 0; }
   void init(const PackedLinear& w, int n, uint8_t*) {
-    build_tables<BITS, L>(w.table(n), t);
+    build_tables<BITS, L>(w.padded_table(n), t);
     p = w.codes + static_cast<size_t>(n) * w.nblocks * (8 * BITS);
   }
   // Next block as int16 weights; false when the block is all zero (never for dense).
@@ -181,6 +180,10 @@ struct DenseRow {
 constexpr int kRows = 2;  // weight rows per pass at M == 1 (share the x loads); 2 beat 1, 3, 4, 6, 8 here
 constexpr int kSparseReadPad = 96;   // SparseRow::next reads up to 48 + 8 + 16 bytes past its position
 
+// Bytes of the decode buffer one sparse row needs: every virtual block plus the over-read
+// of SparseRow::next().
+inline size_t sparse_row_buf_bytes(const PackedLinear& w) { return static_cast<size_t>(w.Kpad) + kSparseReadPad; }
+
 // Walks one sparse row. init() decodes the row's compacted stream (its stored weights only,
 // in k order; never a dense expansion) into `buf`; next() expands each dense block from it in
 // registers, 16 weights (two bitmap bytes, one per 128-bit lane) per pshufb. Decoding the
@@ -192,12 +195,11 @@ struct SparseRow {
   const uint8_t* buf;
   int pos;
 
-  // Bytes of `buf` one row needs: every virtual block plus the over-read of next().
-  static size_t buf_bytes(const PackedLinear& w) { return static_cast<size_t>(w.Kpad) + kSparseReadPad; }
+  static size_t buf_bytes(const PackedLinear& w) { return sparse_row_buf_bytes(w); }
 
   void init(const PackedLinear& w, int n, uint8_t* rowbuf) {
     __m256i t[table_count<BITS, L>()];
-    build_tables<BITS, L>(w.table(n), t);
+    build_tables<BITS, L>(w.padded_table(n), t);
     const uint8_t* v = sparse_row_codes(w, n);
     const uint8_t* vend = sparse_row_codes(w, n + 1);
     uint8_t* dst = rowbuf;
@@ -469,7 +471,7 @@ constexpr size_t align32(size_t v) { return (v + 31) & ~size_t{31}; }
 
 // Scratch: prepared activations, then (sparse) one decoded-stream buffer per row of a pass.
 size_t scratch_bytes(const PackedLinear& w, int M) {
-  const size_t bufs = w.sparse ? kRows * (static_cast<size_t>(w.Kpad) + kSparseReadPad) : 0;
+  const size_t bufs = w.sparse ? kRows * sparse_row_buf_bytes(w) : 0;
   return 32 + align32(static_cast<size_t>(M) * w.Kpad * sizeof(int16_t)) + bufs;
 }
 

@@ -13,12 +13,6 @@
 // 4 at a time, so each decoded block feeds up to 16 vpdpbusd.
 #include <immintrin.h>
 
-// GCC 12 reports "'__Y' may be used uninitialized" inside its own AVX-512 headers once these
-// templates are inlined (the headers' self-initialized undefined vectors; GCC PR 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include <algorithm>
 #include <cstring>
 
@@ -109,7 +103,7 @@ inline __m512i lookup(__m512i c, const int8_t* table, bool affine) {
 
 // Prepared activations, carved out of the caller's scratch.
 struct Prep {
-  int M, Kpad, ngroups;
+  int Kpad;
   uint8_t* xu;  // (M, Kpad): x ^ 0x80, zero padding (contributes 0 to any dot product)
   int8_t* xs;   // (M, Kpad): x, zero padding
   int32_t* sx;  // (M, ngroups): sum of x over the group (affine path correction)
@@ -126,7 +120,7 @@ size_t avx512_scratch(const PackedLinear& w, int M) {
 Prep prepare(const PackedLinear& w, const int8_t* x, int M, void* scratch) {
   auto* base = static_cast<uint8_t*>(scratch);
   const size_t xbytes = align64(static_cast<size_t>(M) * w.Kpad);
-  Prep p{M, w.Kpad, w.ngroups, base, reinterpret_cast<int8_t*>(base + xbytes),
+  Prep p{w.Kpad, base, reinterpret_cast<int8_t*>(base + xbytes),
          reinterpret_cast<int32_t*>(base + 2 * xbytes),
          reinterpret_cast<int8_t*>(base + 2 * xbytes + align64(static_cast<size_t>(M) * w.ngroups * 4))};
   const int gb = group_blocks(w);

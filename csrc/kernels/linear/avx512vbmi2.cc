@@ -7,11 +7,6 @@
 // Exactness as in avx2.cc: activations as int16 (x - x_zp, zero-padded), weights sign-extended
 // to int16, vpdpwssd adds pairs of products to int32 lanes without saturation.
 
-// GCC 12's AVX-512 headers initialise "undefined" registers from themselves (__Y = __Y),
-// which -Wmaybe-uninitialized reports at every inlined use (GCC bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <immintrin.h>
 
 #include <algorithm>

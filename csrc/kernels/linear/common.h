@@ -1,16 +1,13 @@
 // Shared, ISA-neutral helpers for the linear kernel family. Header-only so that every
 // per-ISA file (compiled with its own flags) can inline them.
 //
-// What it offers (ref.cc, avx2.cc, avx512.cc, avx512vbmi2.cc, neon*.cc may all use these):
+// What it offers (ref.cc, the per-ISA files and format/packed.cc's load checks use these):
 //   * PlaneSpec<BITS>      compile-time plane widths/shifts of docs/format.md §1.2
 //   * scalar_code()        one code of a 64-code block, read straight from the layout (§1.3)
 //   * decode_block_scalar  all 64 codes of a block in natural order (portable, slow path)
-//   * kExpandCtrl8         256 x 8-byte pshufb/tbl controls that scatter the compacted
-//                          codes of one bitmap byte to their dense positions (0x80 = zero)
-//   * SparseCursor         where row n's compacted stream starts (§1.5)
 //   * group_blocks()       blocks per scale group
+//   * sparse_row_codes()   where row n's compacted stream starts (§1.5)
 #pragma once
-#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -60,29 +57,6 @@ inline void decode_block_scalar(const PlaneSplit& ps, const uint8_t* block, uint
     block += nb;
   }
 }
-
-// kExpandCtrl8[byte][pos] = rank of pos among the set bits of `byte` if bit pos is set,
-// else 0x80 (pshufb writes zero; on NEON tbl an index >= 16 also gives zero).
-// Adding a per-chunk offset (< 0x78) to all 8 bytes of an entry as one uint64 never
-// carries across bytes, so a lane's second chunk can be shifted by popcount(first chunk).
-struct ExpandTable {
-  uint64_t ctrl[256];
-};
-constexpr ExpandTable make_expand_table() {
-  ExpandTable t{};
-  for (int b = 0; b < 256; ++b) {
-    uint64_t v = 0;
-    int rank = 0;
-    for (int pos = 0; pos < 8; ++pos) {
-      uint64_t byte = 0x80;
-      if (b & (1 << pos)) byte = static_cast<uint64_t>(rank++);
-      v |= byte << (8 * pos);
-    }
-    t.ctrl[b] = v;
-  }
-  return t;
-}
-inline constexpr ExpandTable kExpandCtrl8 = make_expand_table();
 
 // Blocks per scale group (the whole row when group_size is 0).
 inline int group_blocks(const PackedLinear& w) {

@@ -5,7 +5,9 @@
 #include <limits>
 
 namespace edgekit::kernels {
+namespace {
 
+// gemmlowp fixed-point primitives behind epilogue_q8.
 int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b) {
   if (a == b && a == std::numeric_limits<int32_t>::min()) return std::numeric_limits<int32_t>::max();
   const int64_t ab = int64_t{a} * b;
@@ -28,6 +30,8 @@ int32_t multiply_by_quantized_multiplier(int32_t x, int32_t mult, int shift) {
   if (xl < std::numeric_limits<int32_t>::min()) xl = std::numeric_limits<int32_t>::min();
   return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(static_cast<int32_t>(xl), mult), right);
 }
+
+}  // namespace
 
 void epilogue_sum_groups(const PackedLinear& w, const int32_t* acc, int M, int32_t* out) {
   const size_t rows = static_cast<size_t>(M) * w.N;

@@ -22,9 +22,4 @@ void epilogue_f32(const PackedLinear& w, const int32_t* acc, int M, float x_scal
 void epilogue_q8(const PackedLinear& w, const int32_t* acc, int M, const int32_t* mult,
                  const int32_t* shift, int32_t out_zp, const int32_t* bias, int8_t* out);
 
-// gemmlowp fixed-point primitives (exposed for tests of the C++ side).
-int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b);
-int32_t rounding_divide_by_pot(int32_t x, int exponent);
-int32_t multiply_by_quantized_multiplier(int32_t x, int32_t mult, int shift);
-
 }  // namespace edgekit::kernels
