@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,15 +200,12 @@ def test_targets_pass_and_miss():
 
 # ---------------------------------------------------------------- CLI
 
-def _shapes(tmp_path):
-    f = tmp_path / "tiny.txt"
-    f.write_text("1 96 48\n2 128 64\n")
-    return f
+TINY_SHAPES = Path(__file__).resolve().parents[2] / "csrc" / "bench" / "shapes" / "tiny.txt"
 
 
 def test_cli_tiny_run_writes_checked_json_records(tmp_path):
     out = tmp_path / "out" / "bench.json"
-    res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(_shapes(tmp_path)),
+    res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(TINY_SHAPES),
                                    "--bits", "8,4,2", "--sparsity", "0,0.5",
                                    "--min-time", "0.005", "--json", str(out)])
     assert res.exit_code == 0, res.output
@@ -261,11 +259,11 @@ def test_cli_bad_shapes_content_is_one_line_exit_2(tmp_path):
     assert res.output.strip().count("\n") == 0 and "s.txt:2" in res.output
 
 
-def test_cli_missing_peer_package_is_skipped_with_a_note(tmp_path, monkeypatch):
+def test_cli_missing_peer_package_is_skipped_with_a_note(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if not installed
-    res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(_shapes(tmp_path)),
+    res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(TINY_SHAPES),
                                    "--bits", "8", "--sparsity", "0", "--peers", "litert_fc",
                                    "--min-time", "0.002"])
     assert res.exit_code == 0, res.output
@@ -280,7 +278,7 @@ def test_cli_wrong_peer_answer_is_not_reported(tmp_path, monkeypatch):
     good = lt.pack_subbyte
     monkeypatch.setattr(lt, "pack_subbyte", lambda w, bits, low_first=True: good(w, bits, False))
     out = tmp_path / "b.json"
-    res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(_shapes(tmp_path)),
+    res = CliRunner().invoke(cli, ["bench-kernels", "--shapes", str(TINY_SHAPES),
                                    "--bits", "4", "--sparsity", "0", "--peers", "litert_fc",
                                    "--min-time", "0.002", "--json", str(out)])
     assert res.exit_code == 1
