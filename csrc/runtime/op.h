@@ -49,6 +49,10 @@ struct TensorRef {
 struct OpSignature {
   std::vector<const TensorInfo*> inputs;   // nullptr where an optional operand is absent
   std::vector<bool> input_is_const;        // constants may be inspected in `prepare`
+  // Per input: the parsed `PackedLinear*` of a packed constant once the executor has
+  // validated it (before `scratch_bytes`), else nullptr. q-ops size their accumulators and
+  // the kernel's scratch from it (groups, sparsity); without it they use an upper bound.
+  std::vector<const void*> input_prepared;
   const int64_t* ints = nullptr;
   int n_ints = 0;
   const float* floats = nullptr;
