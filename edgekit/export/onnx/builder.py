@@ -1,0 +1,80 @@
+"""A small ONNX graph builder: unique names, deduplicated constants, value infos.
+
+Names are derived from the IR's tensor names plus a per-graph counter, in op order, so the
+same `ir.Model` always yields the same node/initializer names and therefore the same bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+# IR dtype -> ONNX element type (docs/format.md §2.2).
+ELEM = {"f32": TensorProto.FLOAT, "i32": TensorProto.INT32, "i8": TensorProto.INT8,
+        "u8": TensorProto.UINT8, "i64": TensorProto.INT64}
+
+
+class Builder:
+    """Collects nodes and initializers of one ONNX graph (or of a Scan body)."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: dict[str, onnx.TensorProto] = {}
+        self._consts: dict[tuple, str] = {}
+        self._n = 0
+
+    def tmp(self, hint: str) -> str:
+        """A fresh tensor name that cannot clash with an IR name (IR names have no '#')."""
+        self._n += 1
+        return f"{self.prefix}{hint}#{self._n}"
+
+    def node(self, op: str, inputs: list[str], outputs: list[str] | int = 1, hint: str = "",
+             domain: str = "", **attrs) -> list[str]:
+        """Append a node; `outputs` is a list of names or a count of fresh names."""
+        if isinstance(outputs, int):
+            outputs = [self.tmp(f"{hint or op}") for _ in range(outputs)]
+        self._n += 1
+        name = f"{self.prefix}{hint or op}/{op}#{self._n}"
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain or None,
+                                           **attrs))
+        return outputs
+
+    def one(self, op: str, inputs: list[str], hint: str = "", **attrs) -> str:
+        """Append a single-output node and return its output name."""
+        return self.node(op, inputs, 1, hint, **attrs)[0]
+
+    def add_init(self, tensor: onnx.TensorProto) -> str:
+        """Add a prepared initializer (its name must be unique)."""
+        if tensor.name in self.inits:
+            raise ValueError(f"duplicate initializer {tensor.name!r}")
+        self.inits[tensor.name] = tensor
+        return tensor.name
+
+    def const(self, value, dtype=np.float32, hint: str = "c") -> str:
+        """A constant initializer; small constants with equal value share one name."""
+        arr = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        key = None
+        if arr.size <= 16:
+            key = (arr.dtype.str, arr.shape, arr.tobytes())
+            if key in self._consts:
+                return self._consts[key]
+        name = self.tmp(hint)
+        self.inits[name] = numpy_helper.from_array(arr, name)
+        if key is not None:
+            self._consts[key] = name
+        return name
+
+    def named_const(self, name: str, arr: np.ndarray) -> str:
+        """An initializer under a given name (IR constants keep their IR names)."""
+        if name not in self.inits:
+            self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(arr), name)
+        return name
+
+
+def value_info(name: str, dtype: str, shape) -> onnx.ValueInfoProto:
+    """A typed, fully static value info for a graph input or output."""
+    if dtype not in ELEM:
+        raise ValueError(f"tensor {name!r}: dtype {dtype!r} cannot be a graph input/output")
+    return helper.make_tensor_value_info(name, ELEM[dtype], list(shape))
