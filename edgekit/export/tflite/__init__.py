@@ -1,0 +1,200 @@
+"""TFLite exporter: the lowered IR (`edgekit.export.ir`) → .tflite files LiteRT runs.
+
+`export(model, path, calib=None, **opts)` writes one .tflite per IR graph and returns a
+report. Pipeline per graph: emit the calibration twin (float, integer weights dequantized) →
+run it in LiteRT on calibration inputs to get every integer op's output range → emit the
+integer graph → run it with the default (XNNPACK) and reference resolvers on the same inputs
+and compare (with the twin, and with each other) → write atomically. See
+docs/export-tflite.md.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from edgekit._io import atomic_write_bytes
+from edgekit.export import ir
+from edgekit.export.tflite import builder
+from edgekit.export.tflite.ops import Emitter
+from edgekit.export.tflite.runner import Stream
+
+__all__ = ["export", "build_graph", "Stream", "graph_paths", "snr_db"]
+
+OPTS = {"lossless": False, "max_bits": None, "calib_steps": 4, "seed": 0, "verify": True,
+        "min_layer_snr_db": 10.0, "low_first": True}
+
+
+def snr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    """10·log10(Σref² / Σ(ref−got)²); inf when equal."""
+    ref = np.asarray(ref, np.float64)
+    err = float(np.sum((ref - np.asarray(got, np.float64)) ** 2))
+    if err == 0:
+        return math.inf
+    return 10 * math.log10(max(float(np.sum(ref ** 2)), 1e-30) / err)
+
+
+def graph_paths(model: ir.Model, path) -> dict[str, Path]:
+    """Where each graph goes: `path` itself for a one-graph model, else
+    `<stem>.<graph>.tflite` beside it (e.g. model.encoder.tflite, model.joiner.tflite)."""
+    path = Path(path)
+    if len(model.graphs) == 1:
+        return {next(iter(model.graphs)): path}
+    stem = path.name[:-len(".tflite")] if path.name.endswith(".tflite") else path.name
+    return {g: path.with_name(f"{stem}.{g}.tflite") for g in model.graphs}
+
+
+def build_graph(model: ir.Model, graph: str, *, calibrating: bool, ranges=None, plans=None,
+                **opts) -> tuple[bytes, Emitter]:
+    """Emit one graph (the calibration twin or the integer model); returns (bytes, emitter)."""
+    o = {**OPTS, **opts}
+    mb = builder.ModelBuilder(f"edgekit {graph}" + (" (calibration twin)" if calibrating else ""))
+    em = Emitter(model, model.graphs[graph], mb, calibrating=calibrating,
+                 ranges=ranges or {}, plans={} if plans is None else plans, opts=o)
+    em.emit()
+    return mb.finish(), em
+
+
+def _check(model, path, calib, opts) -> None:
+    if not isinstance(model, ir.Model):
+        raise ValueError(f"model must be an edgekit.export.ir.Model, got {type(model).__name__}")
+    if not model.graphs:
+        raise ValueError("model has no graphs")
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise ValueError(f"path must be a file path, got {path!r}")
+    unknown = set(opts) - set(OPTS)
+    if unknown:
+        raise ValueError(f"unknown options {sorted(unknown)}; known: {sorted(OPTS)}")
+    if opts.get("max_bits") not in (None, 2, 4, 8):
+        raise ValueError(f"max_bits must be None, 2, 4 or 8, got {opts['max_bits']!r}")
+    if calib is not None and not isinstance(calib, (list, tuple, dict)):
+        raise ValueError("calib must be a list of input dicts, or a dict graph -> list")
+
+
+def _stream(model: ir.Model, g: ir.Graph, data: bytes, resolver: str, preserve=False) -> Stream:
+    outs = list(g.outputs) + [n for _, n in g.states if n not in g.outputs]
+    return Stream(data, g.inputs, [s for s, _ in g.states], outs, dict(g.states), resolver,
+                  preserve)
+
+
+def _feeds(model: ir.Model, g: ir.Graph, calib, steps: int, seed: int) -> list[dict]:
+    """Calibration inputs for graph `g`: the user's, else `steps` deterministic N(0, 1)
+    float inputs (integer inputs 0). States are carried from step to step."""
+    if isinstance(calib, dict) and not all(isinstance(v, (list, tuple)) for v in calib.values()):
+        calib = [calib]
+    if isinstance(calib, dict):
+        calib = calib.get(g.name)
+    if calib is not None:
+        feeds = list(calib)
+        for f in feeds:
+            if not isinstance(f, dict):
+                raise ValueError("each calibration step must be a dict input name -> array")
+            missing = [n for n in g.inputs if n not in f]
+            if missing:
+                raise ValueError(f"calibration step misses inputs {missing} of graph {g.name}")
+        if not feeds:
+            raise ValueError(f"no calibration steps for graph {g.name}")
+        return feeds
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(steps):
+        f = {}
+        for n in g.inputs:
+            t = model.tensors[n]
+            f[n] = (rng.standard_normal(t.shape).astype(np.float32) if t.dtype == "f32"
+                    else np.zeros(t.shape, ir.NP_DTYPES[t.dtype]))
+        feeds.append(f)
+    return feeds
+
+
+def _calibrate(twin: Stream, em: Emitter, feeds) -> tuple[dict, list[dict], list[dict]]:
+    ranges: dict[str, list[float]] = {}
+    probes: list[dict] = []
+    outs = []
+    for f in feeds:
+        outs.append(twin.step(f))
+        step = {}
+        for key, idx in em.probes.items():
+            v = twin.tensor(idx)
+            step[key] = v
+            lo, hi = float(v.min(initial=0)), float(v.max(initial=0))
+            r = ranges.setdefault(key, [lo, hi])
+            r[0], r[1] = min(r[0], lo), max(r[1], hi)
+        probes.append(step)
+    return ranges, probes, outs
+
+
+def _verify(model, g, data, em, feeds, twin_outs, twin_probes, o) -> dict:
+    """Run the integer file with both resolvers; compare outputs and every integer layer."""
+    ref = _stream(model, g, data, "ref", preserve=True)
+    xnn = _stream(model, g, data, "default")
+    layer_err = {k: [0.0, 0.0] for k in em.probes}
+    out_err = {n: [0.0, 0.0] for n in g.outputs}
+    max_diff = 0.0
+    for f, want, tp in zip(feeds, twin_outs, twin_probes):
+        a, b = ref.step(f), xnn.step(f)
+        for n in g.outputs:
+            max_diff = max(max_diff, float(np.max(np.abs(a[n].astype(np.float64) - b[n]),
+                                                  initial=0)))
+            out_err[n][0] += float(np.sum(want[n].astype(np.float64) ** 2))
+            out_err[n][1] += float(np.sum((want[n].astype(np.float64) - b[n]) ** 2))
+        for key, idx in em.probes.items():
+            q = em.sg.quant_of(idx)
+            got = (ref.tensor(idx).astype(np.float64) - q[1][0]) * q[0][0]
+            r = tp[key[:-2]]  # "<graph>/<op>/<what>_q" ↔ the twin's "<graph>/<op>/<what>"
+            layer_err[key][0] += float(np.sum(r.astype(np.float64) ** 2))
+            layer_err[key][1] += float(np.sum((r - got.reshape(r.shape)) ** 2))
+
+    def db(s, e):
+        return math.inf if e == 0 else round(10 * math.log10(max(s, 1e-30) / e), 2)
+
+    layers = {k[:-2]: db(*v) for k, v in layer_err.items()}
+    return {"output_snr_vs_twin_db": {n: db(*v) for n, v in out_err.items()},
+            "layer_snr_db": layers, "xnnpack_vs_ref_max_abs_diff": max_diff}
+
+
+def export(model: ir.Model, path, calib=None, **opts) -> dict:
+    """Write `model` as .tflite (one file per graph, see `graph_paths`) and return a report.
+
+    calib: None (deterministic N(0,1) inputs), a list of {input name: array} steps (one-graph
+    models), or {graph name: list of steps}; states are carried between steps.
+    opts: lossless (widen instead of re-quantizing weights that do not fit exactly),
+    max_bits (2, 4, 8: cap the stored width; 8 = int8 everywhere), calib_steps, seed,
+    verify (run both resolvers and check every integer layer), min_layer_snr_db.
+    Raises ValueError for bad input, unsupported ops, and layers that fail the check.
+    """
+    _check(model, path, calib, opts)
+    o = {**OPTS, **opts}
+    paths = graph_paths(model, path)
+    report = {"format": "tflite", "files": {}, "graphs": {}, "layers": [], "bytes": 0}
+    blobs = {}
+    for gname, g in model.graphs.items():
+        plans: dict = {}
+        twin_data, twin_em = build_graph(model, gname, calibrating=True, plans=plans, **o)
+        feeds = _feeds(model, g, calib, o["calib_steps"], o["seed"])
+        ranges, probes, twin_outs = _calibrate(_stream(model, g, twin_data, "builtin", True),
+                                               twin_em, feeds)
+        data, em = build_graph(model, gname, calibrating=False, ranges=ranges, plans=plans, **o)
+        info = {"file": str(paths[gname]), "bytes": len(data), "weight_bytes": em.mb.const_bytes,
+                "inputs": list(g.inputs) + [s for s, _ in g.states],
+                "outputs": list(g.outputs) + [n for _, n in g.states if n not in g.outputs],
+                "states": [list(p) for p in g.states], "float_ops": dict(em.float_ops),
+                "integer_ops": dict(em.int_ops), "calibration_steps": len(feeds)}
+        if o["verify"]:
+            info.update(_verify(model, g, data, em, feeds, twin_outs, probes, o))
+            bad = {k: v for k, v in info["layer_snr_db"].items() if v < o["min_layer_snr_db"]}
+            if bad:
+                raise ValueError(f"graph {gname}: integer layers disagree with their float twin "
+                                 f"(SNR dB {bad} < {o['min_layer_snr_db']}); not written")
+        for layer in em.layers:
+            layer["graph"] = gname
+        report["layers"] += em.layers
+        report["graphs"][gname] = info
+        blobs[gname] = data
+    for gname, data in blobs.items():
+        atomic_write_bytes(paths[gname], data)
+        report["files"][gname] = str(paths[gname])
+        report["bytes"] += len(data)
+    return report

@@ -1,0 +1,121 @@
+"""Conv1d and transposed Conv1d as TFLite 2-D convolutions over a (1, 1, T, C) NHWC view.
+
+The IR is NCW; TFLite is NHWC, so the input is transposed to (1, T, C), padded (explicitly:
+the IR's left and right padding can differ, TFLite's SAME cannot express that), viewed as
+(1, 1, T, C) and convolved with a VALID CONV_2D / DEPTHWISE_CONV_2D; grouped convs that are not
+depthwise are split into one CONV_2D per group. A transposed conv is the equivalent direct conv
+(zero insertion for the stride, edge padding dil·(k−1)−padding, flipped taps), which keeps
+dilation and output padding that TRANSPOSE_CONV lacks. On the integer path all these layout
+moves act on the int8 tensor (padding with its zero point, i.e. real 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from edgekit.export.tflite import builder
+
+
+def _filters(wmat: np.ndarray, cout: int, cig: int, k: int, flip: bool, depthwise: bool):
+    """(filter array in TFLite layout, per-channel axis) from the IR's (Cout, Cin/g·k) matrix
+    in torch's (ci, tap) order."""
+    w3 = np.asarray(wmat).reshape(cout, cig, k)
+    if flip:
+        w3 = w3[:, :, ::-1]
+    if depthwise:
+        return np.ascontiguousarray(w3.reshape(cout, k).T.reshape(1, 1, k, cout)), 3
+    return np.ascontiguousarray(w3.transpose(0, 2, 1).reshape(cout, 1, k, cig)), 0
+
+
+def _options(depthwise: bool, stride: int, dil: int, mult: int):
+    fb = builder._fb()
+    o = fb.DepthwiseConv2DOptionsT() if depthwise else fb.Conv2DOptionsT()
+    o.padding = fb.Padding.VALID
+    o.strideW, o.strideH = int(stride), 1
+    o.dilationWFactor, o.dilationHFactor = int(dil), 1
+    if depthwise:
+        o.depthMultiplier = int(mult)
+    return o
+
+
+def emit(em, op, x: int, wmat: np.ndarray, plan, bias: str | None, stride: int, pl: int, pr: int,
+         dil: int, groups: int, k: int, upsample: int, flip: bool, qin, qout) -> int:
+    """Emit the conv of IR op `op` on TFLite tensor `x` (1, Cin, T); returns the tensor of
+    the IR output. `plan` (a WeightPlan) and `qin`/`qout` (int8 grids) select the integer
+    path, where `wmat` holds the integer weights; otherwise `wmat` is float32."""
+    n = op.name
+    _, cin, T = em.sg.shapes[x]
+    cout = wmat.shape[0]
+    if groups < 1 or cin % groups or cout % groups:
+        raise ValueError(f"{n}: groups {groups} does not divide channels {cin}->{cout}")
+    cig = cin // groups
+    cur = em.transpose(x, [0, 2, 1], (1, T, cin), n + "/nwc")
+    L = T
+    if upsample > 1:
+        s = upsample
+        cur = em.reshape(cur, (1, T, 1, cin), n + "/up")
+        cur = em.pad(cur, [[0, 0], [0, 0], [0, s - 1], [0, 0]], (1, T, s, cin), n + "/zeros")
+        cur = em.reshape(cur, (1, T * s, cin), n + "/interleaved")
+        L, pr = T * s, pr - (s - 1)  # the last s-1 inserted zeros are not in the IR's input
+    b0, e0 = max(-pl, 0), L - max(-pr, 0)
+    if b0 or e0 != L:
+        if e0 <= b0:
+            raise ValueError(f"{n}: padding leaves no input")
+        cur = em.strided_slice(cur, [0, b0, 0], [1, e0, cin], (1, e0 - b0, cin), n + "/crop")
+        L = e0 - b0
+    if pl > 0 or pr > 0:
+        a, z = max(pl, 0), max(pr, 0)
+        cur = em.pad(cur, [[0, 0], [a, z], [0, 0]], (1, L + a + z, cin), n + "/pad")
+        L += a + z
+    tout = (L - dil * (k - 1) - 1) // stride + 1
+    if tout < 1:
+        raise ValueError(f"{n}: input of {L} frames is shorter than the kernel's reach")
+    cur = em.reshape(cur, (1, 1, L, cin), n + "/nhwc")
+    quant = plan is not None
+    depthwise = groups > 1 and cig == 1
+    out_shape = (1, 1, tout, cout)
+    y = em.new(n + "/conv", out_shape, "i8" if quant else "f32", qout if quant else None)
+    if depthwise or groups == 1:
+        _one(em, n, cur, y, wmat, plan, bias, slice(0, cout), cig, k, flip, depthwise,
+             stride, dil, cout // cin, qin)
+    else:
+        cog = cout // groups
+        parts = [em.like(cur, (1, 1, L, cig), f"{n}/in{g}") for g in range(groups)]
+        opt = builder._fb().SplitOptionsT()
+        opt.numSplits = groups
+        em.op("SPLIT", [em.i32(n + "/axis", 3), cur], parts, opt)
+        outs = []
+        for g in range(groups):
+            o = em.new(f"{n}/conv{g}", (1, 1, tout, cog), "i8" if quant else "f32",
+                       qout if quant else None)
+            rows = slice(g * cog, (g + 1) * cog)
+            _one(em, f"{n}/g{g}", parts[g], o, wmat[rows], plan, bias, rows, cig, k, flip,
+                 False, stride, dil, 1, qin)
+            outs.append(o)
+        c = builder._fb().ConcatenationOptionsT()
+        c.axis = 3
+        em.op("CONCATENATION", outs, [y], c)
+    y3 = em.reshape(y, (1, tout, cout), n + "/ntc")
+    out_ir = op.outputs[0]
+    if quant:
+        ncw = em.transpose(y3, [0, 2, 1], (1, cout, tout), n + "/ncw")
+        em.probe(em.key + "/out_q", ncw)
+        return em.dequantize(ncw, (1, cout, tout), n + "/y", em.tout(out_ir))
+    return em.transpose(y3, [0, 2, 1], (1, cout, tout), n + "/ncw", em.tout(out_ir))
+
+
+def _one(em, n, x, y, wmat, plan, bias, rows, cig, k, flip, depthwise, stride, dil, mult, qin):
+    cout = wmat.shape[0]
+    filt, axis = _filters(wmat, cout, cig, k, flip, depthwise)
+    if plan is not None:
+        p = dataclasses.replace(plan, scale=plan.scale[rows])
+        w = em.int_weight(n + "/w", p, filt, filt.shape, axis)
+        b = em.int_bias(n + "/bias", bias, qin[0], p.scale, rows)
+    else:
+        w = em.f32(n + "/w", filt)
+        b = -1 if bias is None else em.f32(
+            n + "/bias", np.asarray(em.m.tensors[bias].data, np.float32).reshape(-1)[rows])
+    name = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
+    em.op(name, [x, w, b], [y], _options(depthwise, stride, dil, mult))

@@ -1,0 +1,74 @@
+"""Run an exported .tflite in LiteRT: one thread, a chosen op resolver, streaming state carried.
+
+Resolvers: "default" (LiteRT's default delegate, XNNPACK, where it takes the nodes), "ref"
+(BUILTIN_REF: LiteRT's reference kernels) and "builtin" (optimized builtin kernels without
+delegates; the only one that can keep intermediate tensors readable for calibration).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RESOLVERS = ("default", "ref", "builtin")
+
+
+def interpreter(model: bytes, resolver: str = "default", preserve: bool = False, threads: int = 1):
+    """A LiteRT Interpreter over `model` with tensors allocated."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kinds = {"default": OpResolverType.AUTO, "ref": OpResolverType.BUILTIN_REF,
+             "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    if resolver not in kinds:
+        raise ValueError(f"resolver must be one of {RESOLVERS}, got {resolver!r}")
+    it = Interpreter(model_content=bytes(model), num_threads=threads,
+                     experimental_op_resolver_type=kinds[resolver],
+                     experimental_preserve_all_tensors=preserve)
+    it.allocate_tensors()
+    return it
+
+
+class Stream:
+    """Step a graph's .tflite: `inputs`/`states` are the IR names of the file's inputs in
+    order (graph inputs, then state tensors), `outputs` the IR names of its outputs, and
+    `state_next` maps each state to the output holding its next value."""
+
+    def __init__(self, model: bytes, inputs, states, outputs, state_next: dict,
+                 resolver: str = "default", preserve: bool = False, threads: int = 1):
+        self.it = interpreter(model, resolver, preserve, threads)
+        self.inputs, self.states, self.outputs = list(inputs), list(states), list(outputs)
+        self.state_next = dict(state_next)
+        self._in = [d for d in self.it.get_input_details()]
+        self._out = [d for d in self.it.get_output_details()]
+        if len(self._in) != len(self.inputs) + len(self.states) or len(self._out) != len(self.outputs):
+            raise ValueError("the .tflite inputs/outputs do not match the graph's")
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every streaming state (what `Session.reset()` does for EKM)."""
+        det = self._in[len(self.inputs):]
+        self.state = {n: np.zeros(d["shape"], d["dtype"]) for n, d in zip(self.states, det)}
+
+    def step(self, feed: dict) -> dict:
+        """Run one call: `feed` maps graph input names to arrays (states given in `feed`
+        override the carried ones); returns every output by IR name and carries the states."""
+        names = self.inputs + self.states
+        for name, d in zip(names, self._in):
+            if name in feed:
+                v = feed[name]
+            elif name in self.state:
+                v = self.state[name]
+            else:
+                raise ValueError(f"missing input {name!r}")
+            v = np.asarray(v)
+            if tuple(v.shape) != tuple(d["shape"]):
+                raise ValueError(f"input {name!r} has shape {v.shape}, expected {tuple(d['shape'])}")
+            self.it.set_tensor(d["index"], np.ascontiguousarray(v.astype(d["dtype"], copy=False)))
+        self.it.invoke()
+        out = {n: self.it.get_tensor(d["index"]).copy() for n, d in zip(self.outputs, self._out)}
+        for s in self.states:
+            self.state[s] = out[self.state_next[s]]
+        return out
+
+    def tensor(self, index: int) -> np.ndarray:
+        """An intermediate tensor of the main subgraph (needs preserve=True, no delegate)."""
+        return self.it.get_tensor(index).copy()
