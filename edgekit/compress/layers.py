@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgekit.compress.calibrate import int8_grid
@@ -190,11 +191,54 @@ class QuantConvTranspose1d(_SingleMatrix):
     """nn.ConvTranspose1d with a packed weight viewed as (out, in/g·k) per group."""
 
 
+# The recurrent input h of a quantized LSTM cell uses this fixed int8 grid: h = σ·tanh lies
+# in (-1, 1), so 1/127 with zero point 0 covers it with no calibration (docs/format.md §2.6).
+H_SCALE, H_ZERO_POINT = 1.0 / 127.0, 0
+
+
+def _fq_h(h: torch.Tensor) -> torch.Tensor:
+    return torch.fake_quantize_per_tensor_affine(h, H_SCALE, H_ZERO_POINT, -128, 127)
+
+
+def lstm_cell_sequence(mod: nn.Module, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+                       index: int = 0):
+    """Layer `index` of a (Quant)LSTM run step by step on batch-first x (B, T, I), h/c (B, H).
+
+    With activation quantization on it is the `qlstm` of docs/format.md §2.6: x on the layer's
+    calibrated grid (layers above the first read the previous layer's h, so they use the h
+    grid), h on the fixed grid (H_SCALE, H_ZERO_POINT) at every step, and the gate sum
+    W_ih·q(x_t) + W_hh·q(h) + b_ih + b_hh in that order. Without it: the float cell.
+    Returns (y (B, T, H), h_T, c_T).
+    """
+    quant = isinstance(mod, QuantLayer) and mod.act_quant
+    base = mod.base if isinstance(mod, QuantLayer) else mod
+    w_ih, w_hh = getattr(base, f"weight_ih_l{index}"), getattr(base, f"weight_hh_l{index}")
+    b_ih = getattr(base, f"bias_ih_l{index}", None)
+    b_hh = getattr(base, f"bias_hh_l{index}", None)
+    if quant:
+        x = mod.quantize_input(x) if index == 0 else _fq_h(x)
+    gx = F.linear(x, w_ih)   # the x half of every step at once: it does not depend on h
+    ys = []
+    for t in range(x.shape[1]):
+        g = gx[:, t] + F.linear(_fq_h(h) if quant else h, w_hh)
+        if b_ih is not None:
+            g = g + b_ih
+        if b_hh is not None:
+            g = g + b_hh
+        i, f, gg, o = g.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        ys.append(h)
+    return torch.stack(ys, 1), h, c
+
+
 class QuantLSTM(QuantLayer):
     """nn.LSTM whose gate matrices are each packed; `packed_args(name)` per matrix.
 
-    Activation fake-quant applies to the layer input x only; the recurrent state h stays
-    float in this fake-quant model.
+    Without activation quantization the fused nn.LSTM runs on the dequantized weights. With
+    it (after calibration) the cell runs explicitly so that x and the recurrent h are rounded
+    onto their int8 grids at every step exactly as the runtime's `qlstm` does
+    (`lstm_cell_sequence`); unidirectional, unprojected LSTMs only.
     """
 
     def packed_args(self, name: str) -> dict:
@@ -202,6 +246,28 @@ class QuantLSTM(QuantLayer):
         if name not in self.matrices:
             raise ValueError(f"no quantized matrix {name!r}; have {', '.join(self.matrices)}")
         return self.matrices[name].packed_args()
+
+    def forward(self, x, hx=None):
+        base = self.base
+        if not self.act_quant:
+            return base(x, hx)
+        if base.bidirectional or base.proj_size:
+            raise ValueError("activation quantization supports unidirectional, unprojected "
+                             "LSTMs only")
+        if not base.batch_first:
+            x = x.transpose(0, 1)
+        n, hsz = base.num_layers, base.hidden_size
+        if hx is None:
+            z = x.new_zeros(n, x.shape[0], hsz)
+            hx = (z, z)
+        hs, cs = [], []
+        for i in range(n):
+            x, h, c = lstm_cell_sequence(self, x, hx[0][i], hx[1][i], i)
+            hs.append(h)
+            cs.append(c)
+        if not base.batch_first:
+            x = x.transpose(0, 1)
+        return x, (torch.stack(hs), torch.stack(cs))
 
 
 def lstm_weight_names(lstm: nn.LSTM) -> list[str]:

@@ -1,0 +1,372 @@
+"""aten op -> IR op handlers (docs/format.md §2.6), one small function per aten op family.
+
+A handler gets the builder, the fx node (for its output shape/dtype in `node.meta["val"]`)
+and the node's arguments with fx nodes replaced by `Val`/`Const`. Anything not in `HANDLERS`
+fails with "unsupported op aten.xxx at <module path>".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from edgekit import EdgekitError
+from edgekit.export.lower.graph import Builder, Const, Val, ir_dtype
+
+HANDLERS: dict = {}
+
+
+def _reg(*names):
+    def deco(fn):
+        for n in names:
+            HANDLERS[n] = fn
+        return fn
+    return deco
+
+
+def out_shape(node, i: int | None = None) -> tuple:
+    v = node.meta["val"]
+    v = v[i] if i is not None else v
+    return tuple(int(d) for d in v.shape)
+
+
+def out_dtype(b: Builder, node) -> str:
+    return ir_dtype(node.meta["val"].dtype, b.path)
+
+
+def _axis(d: int, rank: int) -> int:
+    return d + rank if d < 0 else d
+
+
+def _shape_of(x) -> tuple:
+    return tuple(x.value.shape) if isinstance(x, Const) else x.shape
+
+
+def reshape(b: Builder, x, shape) -> Val:
+    shape = tuple(int(s) for s in shape)
+    if isinstance(x, Val) and x.shape == shape:
+        return x
+    return b.op1("reshape", [x], shape, b.val(x).dtype, ints=shape)
+
+
+# -- elementwise ---------------------------------------------------------------------------
+_UNARY = {"relu": "relu", "silu": "silu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp",
+          "log": "log", "sqrt": "sqrt", "neg": "neg", "abs": "abs"}
+for _aten, _ir in _UNARY.items():
+    def _unary(b, node, x, *_, _ir=_ir):
+        return b.op1(_ir, [x], out_shape(node))
+    HANDLERS[f"aten.{_aten}.default"] = _unary
+
+
+@_reg("aten.leaky_relu.default")
+def _leaky(b, node, x, slope=0.01):
+    return b.op1("leaky_relu", [x], out_shape(node), floats=[slope])
+
+
+@_reg("aten.clamp.default", "aten.hardtanh.default")
+def _clamp(b, node, x, lo=None, hi=None):
+    lo = -math.inf if lo is None else lo
+    hi = math.inf if hi is None else hi
+    return b.op1("clamp", [x], out_shape(node), floats=[lo, hi])
+
+
+def _scalar(b: Builder, v, like) -> Val:
+    dt = {"f32": torch.float32, "i64": torch.int64, "i32": torch.int32, "u8": torch.uint8}
+    return b.const(torch.tensor(v, dtype=dt.get(b.val(like).dtype, torch.float32)))
+
+
+def _binary(ir_op):
+    def h(b, node, x, y, alpha=1):
+        if not isinstance(y, (Val, Const)):
+            y = _scalar(b, y, x)
+        if not isinstance(x, (Val, Const)):
+            x = _scalar(b, x, y)
+        if alpha != 1:
+            y = b.op1("mul", [y, _scalar(b, alpha, y)], _shape_of(y))
+        return b.op1(ir_op, [x, y], out_shape(node), out_dtype(b, node))
+    return h
+
+
+for _aten, _ir in {"add": "add", "sub": "sub", "mul": "mul", "div": "div"}.items():
+    HANDLERS[f"aten.{_aten}.Tensor"] = _binary(_ir)
+    HANDLERS[f"aten.{_aten}.Scalar"] = _binary(_ir)
+
+
+@_reg("aten.rsub.Scalar", "aten.rsub.Tensor")
+def _rsub(b, node, x, y, alpha=1):
+    return _binary("sub")(b, node, y if isinstance(y, (Val, Const)) else _scalar(b, y, x), x,
+                          alpha)
+
+
+@_reg("aten.eq.Scalar", "aten.eq.Tensor")
+def _eq(b, node, x, y):
+    if not isinstance(y, (Val, Const)):
+        y = _scalar(b, y, x)
+    return b.op1("equal", [x, y], out_shape(node), "u8")
+
+
+@_reg("aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
+def _masked_fill(b, node, x, mask, value):
+    if not isinstance(value, (Val, Const)):
+        value = _scalar(b, value, x)
+    return b.op1("where", [mask, value, x], out_shape(node), out_dtype(b, node))
+
+
+@_reg("aten.where.self")
+def _where(b, node, cond, x, y):
+    return b.op1("where", [cond, x, y], out_shape(node), out_dtype(b, node))
+
+
+# -- shape ---------------------------------------------------------------------------------
+@_reg("aten.reshape.default", "aten.view.default", "aten._unsafe_view.default",
+      "aten.unsqueeze.default", "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default",
+      "aten.flatten.using_ints", "aten.unflatten.int")
+def _reshape(b, node, x, *_):
+    return reshape(b, x, out_shape(node))
+
+
+@_reg("aten.clone.default", "aten.contiguous.default", "aten.alias.default",
+      "aten.detach.default", "aten.dropout.default", "aten.lift_fresh_copy.default")
+def _identity(b, node, x, *_, **__):
+    return x
+
+
+@_reg("aten._to_copy.default", "aten.to.dtype", "aten.to.dtype_layout", "aten.type_as.default")
+def _to(b, node, x, *_, **__):
+    want = out_dtype(b, node)
+    if b.val(x).dtype == want:
+        return x
+    codes = {"f32": 1, "i32": 2, "u8": 4, "i64": 5}
+    if want not in codes:
+        raise EdgekitError(f"unsupported op cast to {want} at {b.path}")
+    return b.op1("cast", [x], out_shape(node), want, ints=[codes[want]])
+
+
+@_reg("aten.transpose.int")
+def _transpose(b, node, x, d0, d1):
+    rank = len(_shape_of(x))
+    perm = list(range(rank))
+    d0, d1 = _axis(d0, rank), _axis(d1, rank)
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return transpose(b, x, perm, out_shape(node))
+
+
+@_reg("aten.permute.default")
+def _permute(b, node, x, dims):
+    rank = len(_shape_of(x))
+    return transpose(b, x, [_axis(d, rank) for d in dims], out_shape(node))
+
+
+@_reg("aten.t.default")
+def _t(b, node, x):
+    return transpose(b, x, [1, 0], out_shape(node))
+
+
+def transpose(b: Builder, x, perm, shape) -> Val:
+    if list(perm) == sorted(perm):
+        return x
+    # moving only size-1 axes does not reorder data: a reshape is enough (and free)
+    src = _shape_of(x)
+    if [p for p in perm if src[p] != 1] == sorted(p for p in perm if src[p] != 1):
+        return reshape(b, x, shape)
+    return b.op1("transpose", [x], shape, b.val(x).dtype, ints=perm)
+
+
+@_reg("aten.cat.default")
+def _cat(b, node, xs, dim=0):
+    rank = len(out_shape(node))
+    xs = [x for x in xs if 0 not in _shape_of(x)]   # torch allows empty pieces
+    return b.op1("concat", xs, out_shape(node), out_dtype(b, node), ints=[_axis(dim, rank)])
+
+
+@_reg("aten.stack.default")
+def _stack(b, node, xs, dim=0):
+    shape = out_shape(node)
+    d = _axis(dim, len(shape))
+    parts = [reshape(b, x, shape[:d] + (1,) + shape[d + 1:]) for x in xs]
+    if len(parts) == 1:
+        return parts[0]
+    return b.op1("concat", parts, shape, out_dtype(b, node), ints=[d])
+
+
+def slice_(b: Builder, x, axis: int, start: int, end: int, step: int = 1):
+    shape = list(_shape_of(x))
+    n = shape[axis]
+    start, end = max(0, min(start, n)), max(0, min(end, n))
+    if start == 0 and end == n and step == 1:
+        return x
+    shape[axis] = len(range(start, end, step))
+    return b.op1("slice", [x], tuple(shape), b.val(x).dtype, ints=[axis, start, end, step])
+
+
+@_reg("aten.slice.Tensor")
+def _slice(b, node, x, dim=0, start=None, end=None, step=1):
+    shape = _shape_of(x)
+    d = _axis(dim, len(shape))
+    n = shape[d]
+    start = 0 if start is None else (start + n if start < 0 else start)
+    end = n if end is None else (end + n if end < 0 else end)
+    return slice_(b, x, d, start, end, step)
+
+
+@_reg("aten.select.int")
+def _select(b, node, x, dim, index):
+    shape = _shape_of(x)
+    d = _axis(dim, len(shape))
+    i = index + shape[d] if index < 0 else index
+    return reshape(b, slice_(b, x, d, i, i + 1), out_shape(node))
+
+
+@_reg("aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default")
+def _split(b, node, x, sizes, dim=0):
+    shape = _shape_of(x)
+    d = _axis(dim, len(shape))
+    outs, start = [], 0
+    for i in range(len(node.meta["val"])):
+        size = out_shape(node, i)[d]
+        outs.append(slice_(b, x, d, start, start + size))
+        start += size
+    return outs
+
+
+@_reg("aten.unfold.default")
+def _unfold(b, node, x, dim, size, step):
+    """Frames of `size` every `step` along `dim`, new last axis: slices + concat."""
+    shape = _shape_of(x)
+    d = _axis(dim, len(shape))
+    out = out_shape(node)
+    rank = len(shape)
+    perm = [i for i in range(rank) if i != d] + [d]
+    frames = []
+    for i in range(out[d]):
+        piece = slice_(b, x, d, i * step, i * step + size)
+        pshape = tuple(_shape_of(piece)[p] for p in perm)
+        piece = transpose(b, piece, perm, pshape)
+        frames.append(reshape(b, piece, out[:d] + (1,) + out[d + 1:]))
+    if len(frames) == 1:
+        return frames[0]
+    return b.op1("concat", frames, out, out_dtype(b, node), ints=[d])
+
+
+@_reg("aten.expand.default")
+def _expand(b, node, x, *_):
+    shape = out_shape(node)
+    if _shape_of(x) == shape:
+        return x
+    return b.op1("add", [x, b.const(torch.zeros(shape))], shape)
+
+
+@_reg("aten.pad.default", "aten.constant_pad_nd.default")
+def _pad(b, node, x, pad, mode="constant", value=None):
+    if mode != "constant":
+        raise EdgekitError(f"unsupported op aten.pad (mode {mode}) at {b.path}")
+    value = 0.0 if value is None else float(value)
+    shape = list(_shape_of(x))
+    for i in range(len(pad) // 2):
+        axis = len(shape) - 1 - i
+        before, after = int(pad[2 * i]), int(pad[2 * i + 1])
+        if before < 0 or after < 0:
+            raise EdgekitError(f"unsupported negative padding at {b.path}")
+        if before or after:
+            shape[axis] += before + after
+            x = b.op1("pad", [x], tuple(shape), ints=[axis, before, after], floats=[value])
+    return x
+
+
+# -- layers --------------------------------------------------------------------------------
+@_reg("aten.layer_norm.default")
+def _layer_norm(b, node, x, normalized_shape, weight=None, bias=None, eps=1e-5, *_):
+    if len(normalized_shape) != 1:
+        raise EdgekitError(f"unsupported op aten.layer_norm over {len(normalized_shape)} "
+                           f"dims at {b.path}")
+    return b.op1("layer_norm", [x, weight, bias], out_shape(node), floats=[eps])
+
+
+@_reg("aten.softmax.int", "aten._softmax.default")
+def _softmax(b, node, x, dim, *_):
+    return b.op1("softmax", [x], out_shape(node), ints=[_axis(dim, len(_shape_of(x)))])
+
+
+@_reg("aten.log_softmax.int", "aten._log_softmax.default")
+def _log_softmax(b, node, x, dim, *_):
+    return b.op1("log", [_softmax(b, node, x, dim)], out_shape(node))
+
+
+@_reg("aten.glu.default")
+def _glu(b, node, x, dim=-1):
+    return b.op1("glu", [x], out_shape(node), ints=[_axis(dim, len(_shape_of(x)))])
+
+
+@_reg("aten.matmul.default", "aten.bmm.default", "aten.mm.default")
+def _matmul(b, node, x, y):
+    if len(_shape_of(x)) < 2 or len(_shape_of(y)) < 2:
+        raise EdgekitError(f"unsupported op aten.matmul on 1-D operands at {b.path}")
+    return b.op1("matmul", [x, y], out_shape(node))
+
+
+@_reg("aten.mean.dim")
+def _mean(b, node, x, dims, keepdim=False, **_):
+    rank = len(_shape_of(x))
+    dims = sorted((_axis(d, rank) for d in ([dims] if isinstance(dims, int) else dims)),
+                  reverse=True)
+    shape = list(_shape_of(x))
+    for d in dims:
+        shape[d] = 1
+        x = b.op1("reduce_mean", [x], tuple(shape), ints=[d, 1])
+    return reshape(b, x, out_shape(node))
+
+
+@_reg("aten.linear.default")
+def _linear(b, node, x, w, bias=None):
+    b.report_float(b.path, "linear", tuple(_shape_of(w)))
+    return b.op1("linear", [x, w, bias], out_shape(node))
+
+
+@_reg("aten.conv1d.default", "aten.conv1d.padding")
+def _conv1d(b, node, x, w, bias=None, stride=(1,), padding=(0,), dilation=(1,), groups=1):
+    k = _shape_of(w)[2]
+    dil = dilation[0] if isinstance(dilation, (list, tuple)) else dilation
+    if isinstance(padding, str):
+        if padding != "same":
+            pl = pr = 0
+        else:
+            total = dil * (k - 1)
+            pl, pr = total // 2, total - total // 2
+    else:
+        pl = pr = padding[0] if isinstance(padding, (list, tuple)) else padding
+    st = stride[0] if isinstance(stride, (list, tuple)) else stride
+    b.report_float(b.path, "conv1d", tuple(_shape_of(w)))
+    return b.op1("conv1d", [x, w, bias], out_shape(node), ints=[st, pl, pr, dil, groups])
+
+
+@_reg("aten.conv_transpose1d.default", "aten.conv_transpose1d.input")
+def _conv_t(b, node, x, w, bias=None, stride=(1,), padding=(0,), output_padding=(0,), groups=1,
+            dilation=(1,)):
+    first = (lambda v: v[0] if isinstance(v, (list, tuple)) else v)
+    b.report_float(b.path, "conv_transpose1d", tuple(_shape_of(w)))
+    return b.op1("conv_transpose1d", [x, w, bias], out_shape(node),
+                 ints=[first(stride), first(padding), first(output_padding), first(dilation),
+                       groups])
+
+
+@_reg("aten.embedding.default")
+def _embedding(b, node, table, idx, *_):
+    return b.op1("gather", [table, idx], out_shape(node), ints=[0])
+
+
+@_reg("aten._native_batch_norm_legit_no_training.default", "aten.batch_norm.default")
+def _batch_norm(b, node, x, weight, bias, mean, var, *rest):
+    """Eval BatchNorm = a per-channel affine (axis 1) with constants computed here."""
+    eps = rest[-1] if node.target.__name__.startswith("_native") else rest[2]
+    mean, var = mean.value.float(), var.value.float()
+    g = torch.ones_like(mean) if weight is None else weight.value.float()
+    beta = torch.zeros_like(mean) if bias is None else bias.value.float()
+    a = g / torch.sqrt(var + eps)
+    shift = beta - mean * a
+    bshape = (1, -1) + (1,) * (len(_shape_of(x)) - 2)
+    y = b.op1("mul", [x, b.const(a.reshape(bshape))], _shape_of(x))
+    y = b.op1("add", [y, b.const(shift.reshape(bshape))], _shape_of(x))
+    if node.target.__name__.startswith("_native"):
+        return (y, Const(torch.zeros(0)), Const(torch.zeros(0)))
+    return y
