@@ -53,13 +53,12 @@ class _Sections:
             if off % L.ALIGN or off < table_end or off + size > n:
                 raise EkmError(f"{where}: section [{off}, {off + size}) must be 64-aligned and lie "
                                f"between the section table end {table_end} and the file end {n}")
-            rec = L.RECORD_BYTES.get(kind, 1)
-            if size != cnt * rec:
+            rec = L.RECORD_BYTES.get(kind)
+            if rec is not None and size != cnt * rec:  # an unknown kind's record size is unknown
                 raise EkmError(f"{where}: {size} bytes != count {cnt} x {rec}-byte records")
             if kind in L.SECTION_NAMES:
                 self.at[kind] = (off, size, cnt)
-            if size:
-                spans.append((off, off + size, kind))
+            spans.append((off, off + size, kind))
         spans.sort()
         for (a0, a1, ka), (b0, b1, kb) in zip(spans, spans[1:]):
             if b0 < a1:
@@ -126,7 +125,7 @@ def _check(cond: bool, msg: str) -> None:
 def _tensors(buf, sec: _Sections, strings: _Strings, use_views: bool) -> list[ir.Tensor]:
     recs = sec.array(buf, L.TENSORS, L.TENSOR_REC)
     d_off, d_size, _ = sec.at[L.DATA]
-    out, names, spans = [], set(), []
+    out, names = [], set()
     for i, r in enumerate(recs):
         name = strings.get(r["name"], f"tensor {i}")
         where = f"tensor {i} ({name!r})"
@@ -153,7 +152,6 @@ def _tensors(buf, sec: _Sections, strings: _Strings, use_views: bool) -> list[ir
             item = np.dtype(ir.NP_DTYPES[dt]).itemsize
             _check(size == numel * item, f"{where}: data_bytes {size} != {numel} x {item}")
         _check(size > 0, f"{where}: constant with no data")
-        spans.append((off, off + size, name))
         start = d_off + off
         if dt == "packed":
             data = memoryview(buf)[start:start + size] if use_views else bytes(buf[start:start + size])
@@ -161,9 +159,6 @@ def _tensors(buf, sec: _Sections, strings: _Strings, use_views: bool) -> list[ir
             data = np.frombuffer(buf, dtype=np.dtype(ir.NP_DTYPES[dt]).newbyteorder("<"),
                                  count=numel, offset=start).reshape(shape)
         out.append(ir.Tensor(name, dt, shape, kind, data))
-    spans.sort()
-    for (a0, a1, na), (b0, b1, nb) in zip(spans, spans[1:]):
-        _check(b0 >= a1, f"data of tensors {na!r} and {nb!r} overlap")
     return out
 
 

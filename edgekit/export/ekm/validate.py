@@ -79,12 +79,16 @@ def _check_graph(g: ir.Graph, tensors: dict, producer: dict) -> None:
     avail = set()
     for name in g.inputs:
         tensor(name, "input", ("input",))
+        if name in avail:
+            raise ValueError(f"{where}: input {name!r} is listed twice")
         avail.add(name)
     for pair in g.states:
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise ValueError(f"{where}: state entries are (state, next) pairs, got {pair!r}")
         s = tensor(pair[0], "state", ("state",))
         nxt = tensor(pair[1], "next state", ("activation", "output"))
+        if pair[0] in avail:
+            raise ValueError(f"{where}: state {pair[0]!r} is listed twice")
         if (s.dtype, s.shape) != (nxt.dtype, nxt.shape):
             raise ValueError(f"{where}: state {s.name!r} {s.dtype} {list(s.shape)} != its next value "
                              f"{nxt.name!r} {nxt.dtype} {list(nxt.shape)}")
@@ -122,8 +126,10 @@ def _check_graph(g: ir.Graph, tensors: dict, producer: dict) -> None:
                 raise ValueError(f"{at}: output {j} {name!r} is stored as {t.dtype} {list(t.shape)} "
                                  f"but the op computes {dt} {list(shape)}")
             avail.add(name)
-    for name in g.outputs:
+    for i, name in enumerate(g.outputs):
         tensor(name, "output", ("output",))
+        if name in g.outputs[:i]:
+            raise ValueError(f"{where}: output {name!r} is listed twice")
         if name not in avail:
             raise ValueError(f"{where}: output {name!r} is not produced by this graph")
     for s, nxt in g.states:
