@@ -56,6 +56,8 @@ def _register() -> None:
 
     cli.add_command(info.info)
     cli.add_command(bench_kernels.bench_kernels)
+    from edgekit.cli.inspect import inspect
+    cli.add_command(inspect)
 
 
 _register()
