@@ -1,0 +1,204 @@
+// qconv1d (§2.6 code 3) and qconv_transpose1d (code 5): im2col of int8 activation codes into
+// scratch, then the packed GEMM per group (weight rows [g·Og, (g+1)·Og) against group g's
+// columns), then the float epilogue. Positions outside the input are filled with x_zp (real 0).
+//
+// The transposed conv uses the transposed im2col: the column (ci, tap) of output position t
+// holds the input that lands on t through that tap, x[ci, (t + padding - tap·dil) / stride]
+// when that division is exact and in range, else x_zp. So both ops share one GEMM with the
+// packed (Cout, Cin/g·k) weight of compress.layers.weight_2d, and no float weight exists.
+//
+// Dynamic activations (act_mode 1) use one grid per output position: the max |x| over its
+// whole receptive field (all groups), so every group's row at that position shares a scale.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/linear/epilogue.h"
+#include "runtime/ops/common.h"
+
+namespace edgekit::runtime::ops {
+namespace {
+
+struct Geometry {
+  bool transposed;
+  int64_t Cin, T, Cout, Tout, G, Cg, Og, k, stride, dil, pad;
+
+  // Input time step feeding output position m through `tap`, or -1 (padding / no input).
+  int64_t src(int64_t m, int64_t tap) const {
+    if (!transposed) {
+      const int64_t t = m * stride - pad + tap * dil;
+      return t >= 0 && t < T ? t : -1;
+    }
+    const int64_t num = m + pad - tap * dil;
+    if (num < 0 || num % stride) return -1;
+    return num / stride < T ? num / stride : -1;
+  }
+  int64_t Kg() const { return Cg * k; }
+};
+
+Geometry geometry(const OpSignature& sig, bool transposed) {
+  const TensorInfo& x = *sig.inputs[0];
+  const TensorInfo& w = *sig.inputs[1];
+  const int64_t* a = sig.ints;
+  Geometry g{};
+  g.transposed = transposed;
+  g.Cin = x.dims[1], g.T = x.dims[2], g.Cout = w.dims[0];
+  g.stride = a[0], g.dil = a[3], g.G = a[4], g.k = a[5];
+  g.Cg = g.Cin / g.G, g.Og = g.Cout / g.G;
+  if (!transposed) {
+    g.pad = a[1];
+    const int64_t span = g.T + a[1] + a[2] - g.dil * (g.k - 1) - 1;
+    g.Tout = span < 0 ? 0 : span / g.stride + 1;  // C++ division truncates toward 0
+  } else {
+    g.pad = a[1];
+    g.Tout = (g.T - 1) * g.stride - 2 * a[1] + g.dil * (g.k - 1) + a[2] + 1;
+  }
+  return g;
+}
+
+Status infer_common(const OpSignature& sig, std::vector<TensorInfo>* outs, const char* op, bool transposed) {
+  Status st = check_counts(sig, op, 3, 3, 8, 1, {2});
+  if (st.ok()) st = check_input(sig, op, 0, "x", DType::F32, 3);
+  if (st.ok()) st = check_input(sig, op, 1, "W", DType::Packed, 2);
+  if (st.ok()) st = check_qparams(sig, op, 6, 0);
+  if (!st.ok()) return st;
+  const TensorInfo& x = *sig.inputs[0];
+  const TensorInfo& w = *sig.inputs[1];
+  const int64_t* a = sig.ints;
+  const int64_t big = int64_t{1} << 24;  // bounds every product below far from overflow
+  if (x.dims[0] != 1) return fail(op, "x " + shape_str(x) + " must have batch 1");
+  if (st.ok()) st = check_range(op, "stride", a[0], 1, big);
+  if (st.ok()) st = check_range(op, transposed ? "padding" : "pad_left", a[1], 0, big);
+  if (st.ok()) st = check_range(op, transposed ? "output_padding" : "pad_right", a[2], 0, big);
+  if (st.ok()) st = check_range(op, "dilation", a[3], 1, big);
+  if (st.ok()) st = check_range(op, "groups", a[4], 1, x.dims[1]);
+  if (st.ok()) st = check_range(op, "k", a[5], 1, big);
+  if (!st.ok()) return st;
+  const int64_t G = a[4];
+  if (x.dims[1] % G || w.dims[0] % G)
+    return fail(op, "groups " + std::to_string(G) + " must divide Cin " + std::to_string(x.dims[1]) +
+                        " and Cout " + std::to_string(w.dims[0]));
+  if (w.dims[1] != x.dims[1] / G * a[5])
+    return fail(op, "W " + shape_str(w) + " needs K = Cin/groups*k = " + std::to_string(x.dims[1] / G * a[5]));
+  if (transposed && a[2] >= std::max(a[0], a[3]))
+    return fail(op, "output_padding " + std::to_string(a[2]) + " must be smaller than stride or dilation");
+  st = check_bias(sig, op, 2, w.dims[0], "bias");
+  if (!st.ok()) return st;
+  const Geometry g = geometry(sig, transposed);
+  if (g.Tout < 1)
+    return fail(op, "input length " + std::to_string(g.T) + " gives output length " + std::to_string(g.Tout));
+  const int64_t dims[3] = {1, g.Cout, g.Tout};
+  outs->assign(1, make_info(DType::F32, 3, dims));
+  return check_output(op, (*outs)[0]);
+}
+
+struct Layout {
+  int8_t* xq;      // (Cin, T) codes (static grid)
+  int8_t* col;     // (G, Tout, Cg·k)
+  int32_t* acc;    // (Tout, Cout, ngroups)
+  float* stage;    // (Tout, Cout): the epilogue's row-major output before the transpose
+  float* row_scale;
+  QGemm g;
+  size_t bytes;
+};
+
+Layout layout(void* base, const Geometry& ge, const PackedLinear& w, const kernels::LinearVariant* v, int threads) {
+  Carver c(base);
+  Layout l;
+  l.xq = c.take<int8_t>(static_cast<size_t>(ge.Cin * ge.T));
+  l.col = c.take<int8_t>(static_cast<size_t>(ge.G * ge.Tout * ge.Kg()));
+  l.acc = c.take<int32_t>(static_cast<size_t>(ge.Tout * ge.Cout) * w.ngroups);
+  l.stage = c.take<float>(static_cast<size_t>(ge.Tout * ge.Cout));
+  l.row_scale = c.take<float>(static_cast<size_t>(ge.Tout));
+  l.g = carve_qgemm(c, w, v, threads, static_cast<int>(ge.Tout));
+  l.g.w = &w;
+  l.bytes = c.used();
+  return l;
+}
+
+size_t scratch_common(const OpSignature& sig, bool transposed, const kernels::LinearVariant* v, int threads) {
+  return layout(nullptr, geometry(sig, transposed), packed_for_sizing(sig, 1), v, threads).bytes;
+}
+
+// Fills the columns of every group; `code(c, t)` gives the code of input (channel c, time t).
+template <class Code>
+void im2col(const Geometry& g, int8_t zp_code, int8_t* col, Code code) {
+  const int64_t Kg = g.Kg();
+  for (int64_t grp = 0; grp < g.G; ++grp)
+    for (int64_t m = 0; m < g.Tout; ++m) {
+      int8_t* row = col + (grp * g.Tout + m) * Kg;
+      for (int64_t ci = 0; ci < g.Cg; ++ci) {
+        const int64_t c = grp * g.Cg + ci;
+        for (int64_t tap = 0; tap < g.k; ++tap) {
+          const int64_t t = g.src(m, tap);
+          row[ci * g.k + tap] = t < 0 ? zp_code : code(c, t, m);
+        }
+      }
+    }
+}
+
+Status eval_common(const OpContext& ctx, bool transposed) {
+  const auto& w = *static_cast<const PackedLinear*>(ctx.inputs[1]->prepared);
+  const TensorRef& x = *ctx.inputs[0];
+  Geometry ge{};
+  ge.transposed = transposed;
+  ge.Cin = x.info.dims[1], ge.T = x.info.dims[2], ge.Cout = w.N;
+  ge.stride = ctx.ints[0], ge.pad = ctx.ints[1], ge.dil = ctx.ints[3], ge.G = ctx.ints[4], ge.k = ctx.ints[5];
+  ge.Cg = ge.Cin / ge.G, ge.Og = ge.Cout / ge.G;
+  ge.Tout = ctx.outputs[0]->info.dims[2];
+  const Layout l = layout(ctx.scratch, ge, w, ctx.linear, ctx.threads);
+  const float* xf = x.cf();
+  const bool dynamic = ctx.ints[6] == 1;
+  const int32_t zp = dynamic ? 0 : static_cast<int32_t>(ctx.ints[7]);
+  if (!dynamic) {
+    quantize_static(xf, ge.Cin * ge.T, ctx.floats[0], zp, l.xq);
+    im2col(ge, static_cast<int8_t>(zp), l.col, [&](int64_t c, int64_t t, int64_t) { return l.xq[c * ge.T + t]; });
+  } else {
+    for (int64_t m = 0; m < ge.Tout; ++m) {
+      float amax = 0.0f;
+      for (int64_t c = 0; c < ge.Cin; ++c)
+        for (int64_t tap = 0; tap < ge.k; ++tap) {
+          const int64_t t = ge.src(m, tap);
+          if (t >= 0) amax = std::max(amax, std::fabs(xf[c * ge.T + t]));
+        }
+      l.row_scale[m] = dynamic_scale(amax);
+    }
+    im2col(ge, 0, l.col, [&](int64_t c, int64_t t, int64_t m) {
+      return quantize_one(xf[c * ge.T + t], 1.0f / l.row_scale[m], 0.0f);
+    });
+  }
+  const int M = static_cast<int>(ge.Tout);
+  qgemm_run(ctx, l.g, l.col, ge.Tout * ge.Kg(), M, zp, l.acc, static_cast<int>(ge.G), static_cast<int>(ge.Og));
+  const float* bias = ctx.inputs[2] ? ctx.inputs[2]->cf() : nullptr;
+  if (!dynamic) {
+    kernels::epilogue_f32(w, l.acc, M, ctx.floats[0], bias, l.stage);
+  } else {
+    const size_t row = static_cast<size_t>(w.N) * w.ngroups;
+    for (int m = 0; m < M; ++m)
+      kernels::epilogue_f32(w, l.acc + m * row, 1, l.row_scale[m], bias, l.stage + static_cast<size_t>(m) * w.N);
+  }
+  float* y = ctx.outputs[0]->f();
+  for (int64_t m = 0; m < ge.Tout; ++m)
+    for (int64_t n = 0; n < ge.Cout; ++n) y[n * ge.Tout + m] = l.stage[m * ge.Cout + n];
+  return Status::Ok();
+}
+
+Status infer_conv(const OpSignature& s, std::vector<TensorInfo>* o) { return infer_common(s, o, "qconv1d", false); }
+Status infer_tconv(const OpSignature& s, std::vector<TensorInfo>* o) {
+  return infer_common(s, o, "qconv_transpose1d", true);
+}
+size_t scratch_conv(const OpSignature& s, const std::vector<TensorInfo>&, const kernels::LinearVariant* v, int t) {
+  return scratch_common(s, false, v, t);
+}
+size_t scratch_tconv(const OpSignature& s, const std::vector<TensorInfo>&, const kernels::LinearVariant* v, int t) {
+  return scratch_common(s, true, v, t);
+}
+Status eval_conv(const OpContext& ctx) { return eval_common(ctx, false); }
+Status eval_tconv(const OpContext& ctx) { return eval_common(ctx, true); }
+
+}  // namespace
+
+extern const OpDef op_qconv1d = {3, "qconv1d", infer_conv, scratch_conv, nullptr, nullptr, eval_conv};
+extern const OpDef op_qconv_transpose1d = {5, "qconv_transpose1d", infer_tconv, scratch_tconv, nullptr, nullptr,
+                                           eval_tconv};
+
+}  // namespace edgekit::runtime::ops
