@@ -81,7 +81,8 @@ OP_NAMES = {spec.code: name for name, spec in OPS.items()}
 @dataclass
 class Tensor:
     """A named tensor. `data`: np.ndarray for consts, `bytes` (the §1 serialized buffer) for
-    `packed` consts, None otherwise. Packed tensors have shape (N, K)."""
+    `packed` consts (a read-only memoryview of the file from `ekm.read(..., mmap=True)`),
+    None otherwise. Packed tensors have shape (N, K)."""
 
     name: str
     dtype: str
