@@ -19,7 +19,7 @@ RNG = np.random.default_rng(0)
 # ---------------------------------------------------------------- building IR models
 
 def packed(name, N, K, bits, *, codebook="affine", per_row=False, group_size=0, sparse=0.0,
-           seed=0):
+           seed=0, scale=0.01):
     """A packed const tensor plus its exact float weight (scale · codebook[code], 0 if masked)."""
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 1 << bits, (N, K)).astype(np.uint8)
@@ -35,7 +35,7 @@ def packed(name, N, K, bits, *, codebook="affine", per_row=False, group_size=0, 
         table = np.sort(table + (table >= 0), axis=-1)   # no zero entry
     table = table.astype(np.int8)
     ng = 1 if group_size == 0 else -(-K // group_size)
-    scale = rng.uniform(0.001, 0.01, (N, ng)).astype(np.float32)
+    scale = rng.uniform(0.1 * scale, scale, (N, ng)).astype(np.float32)
     mask = rng.random((N, K)) >= sparse if sparse else None
     sec = packing.pack_arrays(codes, bits, table, scale if ng > 1 else scale[:, 0], mask=mask,
                               group_size=group_size)
@@ -147,3 +147,328 @@ def test_qlinear_every_storage_route_matches_reference(tmp_path, bits, cb, per_r
     # The codes really are stored at the container width: N·K·cbits/8 bytes plus small tables.
     assert N * K * cbits / 8 <= row["onnx_bytes"] <= N * K * cbits / 8 + N * 4 * (K // 64 + 1) \
         + N * (1 << bits) + N + 64
+
+
+def test_qconv1d_and_qconv_transpose1d_match_reference(tmp_path):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    cin, cout, k, g, T = 8, 12, 3, 2, 20
+    w_t, w2 = packed("Wc", cout, cin // g * k, 4, group_size=0, seed=1)
+    wt_t, wt2 = packed("Wt", cout, cin // g * k, 3, codebook="nonuniform", seed=2)
+    bias = const("bc", RNG.standard_normal(cout).astype(np.float32))
+    s, zp = 0.04, -2
+    conv = ir.Op("qconv1d", "conv", ["x", "Wc", "bc"], ["y1"], [2, 3, 1, 2, g, k, 0, zp], [s])
+    T1 = (T + 3 + 1 - 2 * (k - 1) - 1) // 2 + 1
+    convt = ir.Op("qconv_transpose1d", "convt", ["x", "Wt", None], ["y2"],
+                  [2, 1, 1, 1, g, k, 0, zp], [s])
+    T2 = (T - 1) * 2 - 2 + (k - 1) + 1 + 1
+    m = model([conv, convt], [act("x", (1, cin, T), "input"), w_t, wt_t, bias,
+                              act("y1", (1, cout, T1), "output"), act("y2", (1, cout, T2), "output")],
+              ["x"], ["y1", "y2"])
+    x = RNG.standard_normal((1, cin, T)).astype(np.float32)
+    out, _ = run(m, {"x": x}, tmp_path, exact_act=True)
+    xq = torch.from_numpy(((ref_act(x, s, zp) - zp) * s).astype(np.float32)).double()
+    ref1 = F.conv1d(F.pad(xq, (3, 1)), torch.from_numpy(w2).double().reshape(cout, cin // g, k),
+                    torch.from_numpy(bias.data).double(), stride=2, dilation=2, groups=g)
+    # Packed (Cout, Cin/g·k) per group -> torch's (Cin, Cout/g, k) (layers.weight_from_2d).
+    wt = torch.from_numpy(wt2).double().reshape(g, cout // g, cin // g, k).permute(0, 2, 1, 3)
+    ref2 = F.conv_transpose1d(xq, wt.reshape(cin, cout // g, k), stride=2, padding=1,
+                              output_padding=1, groups=g)
+    np.testing.assert_allclose(out["y1"], ref1.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["y2"], ref2.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def ref_lstm(x, h, c, wih, whh, bih, bhh, q=None):
+    """torch-order (i, f, g, o) LSTM; `q(v, which)` rounds x / h onto their grids."""
+    H = h.shape[-1]
+    ys = []
+    for t in range(x.shape[1]):
+        xt = x[:, t] if q is None else q(x[:, t], "x")
+        hq = h if q is None else q(h, "h")
+        gts = xt @ wih.T + hq @ whh.T + bih + bhh
+        i, f, g, o = (gts[:, j * H:(j + 1) * H] for j in range(4))
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        ys.append(h)
+    return np.stack(ys, 1), h, c
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_lstm_with_state_as_graph_io(tmp_path, quantized):
+    I, H, T = 6, 5, 7
+    bih = RNG.standard_normal(4 * H).astype(np.float32)
+    bhh = RNG.standard_normal(4 * H).astype(np.float32)
+    if quantized:
+        wi_t, wih = packed("Wih", 4 * H, I, 4, per_row=True, seed=3, scale=0.2)
+        wh_t, whh = packed("Whh", 4 * H, H, 5, codebook="nonuniform", seed=4, scale=0.2)
+        op = ir.Op("qlstm", "enc.lstm", ["x", "h", "c", "Wih", "Whh", "bih", "bhh"],
+                   ["y", "h2", "c2"], [0, 1, 0], [0.03, 1 / 127])
+    else:
+        wih = RNG.standard_normal((4 * H, I)).astype(np.float32) * 0.5
+        whh = RNG.standard_normal((4 * H, H)).astype(np.float32) * 0.5
+        wi_t, wh_t = const("Wih", wih), const("Whh", whh)
+        op = ir.Op("lstm", "enc.lstm", ["x", "h", "c", "Wih", "Whh", "bih", "bhh"],
+                   ["y", "h2", "c2"])
+    ts = [act("x", (1, T, I), "input"), act("h", (1, H), "state"), act("c", (1, H), "state"),
+          wi_t, wh_t, const("bih", bih), const("bhh", bhh), act("y", (1, T, H), "output"),
+          act("h2", (1, H)), act("c2", (1, H))]
+    m = model([op], ts, ["x"], ["y"], states=[("h", "h2"), ("c", "c2")])
+    x = RNG.standard_normal((1, T, I)).astype(np.float32)
+    h0 = RNG.standard_normal((1, H)).astype(np.float32) * 0.5
+    c0 = RNG.standard_normal((1, H)).astype(np.float32)
+    out, rep = run(m, {"x": x, "h": h0, "c": c0}, tmp_path, exact_act=True)
+
+    def q(v, which):
+        s, zp = (0.03, 1) if which == "x" else (1 / 127, 0)
+        return (ref_act(v, s, zp) - zp) * np.float32(s)
+
+    y, h, c = ref_lstm(x.astype(np.float64), h0, c0, wih, whh, bih, bhh,
+                       q if quantized else None)
+    np.testing.assert_allclose(out["y"], y, atol=1e-4)
+    np.testing.assert_allclose(out["h:next"], h, atol=1e-4)
+    np.testing.assert_allclose(out["c:next"], c, atol=1e-4)
+    assert rep["states"]["step"] == [{"input": "h", "output": "h:next"},
+                                     {"input": "c", "output": "c:next"}]
+    nodes = {n.op_type for n in onnx.load(rep["files"]["step"]["path"]).graph.node}
+    assert ("Scan" if quantized else "LSTM") in nodes   # never unrolled over time
+
+
+
+# ---------------------------------------------------------------- float ops, one at a time
+
+X = RNG.standard_normal((2, 3, 8)).astype(np.float32)
+Y = RNG.standard_normal((2, 3, 8)).astype(np.float32)
+POS = np.abs(X) + 0.1
+COND = (RNG.random((2, 3, 8)) > 0.5).astype(np.uint8)
+W_LIN = RNG.standard_normal((5, 8)).astype(np.float32)
+B_LIN = RNG.standard_normal(5).astype(np.float32)
+GAMMA = RNG.standard_normal(8).astype(np.float32)
+VALUES = np.array([-1.0, -0.25, 0.0, 0.5, 1.5], np.float32)
+TABLE = RNG.standard_normal((10, 4)).astype(np.float32)
+IDX = np.array([[3, 0, 9], [1, 1, 2]], np.int64)
+
+
+def _ln(x, g=None, b=None, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    y = (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
+    return y * (1 if g is None else g) + (0 if b is None else b)
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+# op, inputs (graph inputs are arrays; consts are ("c", array)), ints, floats, reference
+FLOAT_CASES = {
+    "linear": (["x", ("c", W_LIN), ("c", B_LIN)], [], [], lambda: X @ W_LIN.T + B_LIN),
+    "linear/nobias": (["x", ("c", W_LIN), None], [], [], lambda: X @ W_LIN.T),
+    "layer_norm": (["x", ("c", GAMMA), ("c", B_LIN[:1].repeat(8))], [], [1e-5],
+                   lambda: _ln(X, GAMMA, B_LIN[0])),
+    "layer_norm/plain": (["x", None, None], [], [1e-3], lambda: _ln(X, eps=1e-3)),
+    "softmax": (["x"], [1], [], lambda: _softmax(X, 1)),
+    "matmul": (["x", ("c", W_LIN.T.copy())], [], [], lambda: X @ W_LIN.T),
+    "add": (["x", "y"], [], [], lambda: X + Y), "sub": (["x", "y"], [], [], lambda: X - Y),
+    "mul": (["x", ("c", GAMMA)], [], [], lambda: X * GAMMA),
+    "div": (["x", ("c", POS[0, 0])], [], [], lambda: X / POS[0, 0]),
+    "where": (["cond", "x", "y"], [], [], lambda: np.where(COND > 0, X, Y)),
+    "equal": (["cond", ("c", np.uint8(1))], [], [], lambda: (COND == 1).astype(np.uint8)),
+    "relu": (["x"], [], [], lambda: np.maximum(X, 0)),
+    "leaky_relu": (["x"], [], [0.2], lambda: np.where(X > 0, X, 0.2 * X)),
+    "silu": (["x"], [], [], lambda: X * sigmoid(X)),
+    "sigmoid": (["x"], [], [], lambda: sigmoid(X)), "tanh": (["x"], [], [], lambda: np.tanh(X)),
+    "glu": (["x"], [2], [], lambda: X[..., :4] * sigmoid(X[..., 4:])),
+    "clamp": (["x"], [], [-0.5, 0.7], lambda: np.clip(X, -0.5, 0.7)),
+    "exp": (["x"], [], [], lambda: np.exp(X)), "log": (["pos"], [], [], lambda: np.log(POS)),
+    "sqrt": (["pos"], [], [], lambda: np.sqrt(POS)), "neg": (["x"], [], [], lambda: -X),
+    "abs": (["x"], [], [], lambda: np.abs(X)),
+    "reshape": (["x"], [6, 8], [], lambda: X.reshape(6, 8)),
+    "transpose": (["x"], [2, 0, 1], [], lambda: X.transpose(2, 0, 1)),
+    "concat": (["x", "y", "x"], [1], [], lambda: np.concatenate([X, Y, X], 1)),
+    "slice": (["x"], [2, 1, 7, 2], [], lambda: X[:, :, 1:7:2]),
+    "pad": (["x"], [-1, 2, 1], [0.5], lambda: np.pad(X, [(0, 0), (0, 0), (2, 1)],
+                                                        constant_values=0.5)),
+    "gather": ([("c", TABLE), ("c", IDX)], [0], [], lambda: TABLE[IDX]),
+    "copy": (["x"], [], [], lambda: X),
+    "cast": (["cond"], [ir.DTYPES["f32"]], [], lambda: COND.astype(np.float32)),
+    "nearest": (["x", ("c", VALUES)], [], [],
+                lambda: VALUES[np.argmin(np.abs(X[..., None] - VALUES), -1)]),
+    "reduce_mean": (["x"], [1, 1], [], lambda: X.mean(1, keepdims=True)),
+}
+FEEDS = {"x": X, "y": Y, "pos": POS, "cond": COND}
+
+
+@pytest.mark.parametrize("case", sorted(FLOAT_CASES))
+def test_float_op_matches_reference(tmp_path, case):
+    spec, ints, floats, ref = FLOAT_CASES[case]
+    ref = np.asarray(ref())
+    ts, names = [], []
+    for i, s in enumerate(spec):
+        if s is None:
+            names.append(None)
+        elif isinstance(s, tuple):
+            ts.append(const(f"k{i}", s[1]))
+            names.append(f"k{i}")
+        else:
+            names.append(s)
+    inputs = sorted({n for n in names if n in FEEDS})
+    ts += [act(n, FEEDS[n].shape, "input", "u8" if n == "cond" else "f32") for n in inputs]
+    out_dtype = {np.uint8: "u8"}.get(ref.dtype.type, "f32")
+    ts.append(act("out", ref.shape, "output", out_dtype))
+    op = ir.Op(case.split("/")[0], f"m.{case}", names, ["out"],
+               ints, floats)
+    out, _ = run(model([op], ts, inputs, ["out"]), FEEDS, tmp_path)
+    assert out["out"].dtype == ref.dtype
+    np.testing.assert_allclose(out["out"], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_every_ir_op_is_covered_by_a_test():
+    tested = {c.split("/")[0] for c in FLOAT_CASES}
+    tested |= {"qlinear", "qconv1d", "qconv_transpose1d", "lstm", "qlstm", "conv1d",
+               "conv_transpose1d"}
+    assert tested == set(ir.OPS)
+
+
+def test_float_conv1d_and_conv_transpose1d(tmp_path):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = RNG.standard_normal((1, 4, 11)).astype(np.float32)
+    wc = RNG.standard_normal((6, 2, 3)).astype(np.float32)
+    wt = RNG.standard_normal((4, 3, 5)).astype(np.float32)
+    bc = RNG.standard_normal(6).astype(np.float32)
+    ops = [ir.Op("conv1d", "c", ["x", "wc", "bc"], ["y1"], [1, 2, 0, 1, 2]),
+           ir.Op("conv_transpose1d", "t", ["x", "wt", None], ["y2"], [3, 2, 1, 1, 2])]
+    ref1 = F.conv1d(F.pad(torch.from_numpy(x), (2, 0)), torch.from_numpy(wc), torch.from_numpy(bc),
+                    groups=2).numpy()
+    ref2 = F.conv_transpose1d(torch.from_numpy(x), torch.from_numpy(wt), stride=3, padding=2,
+                              output_padding=1, groups=2).numpy()
+    ts = [act("x", x.shape, "input"), const("wc", wc), const("wt", wt), const("bc", bc),
+          act("y1", ref1.shape, "output"), act("y2", ref2.shape, "output")]
+    out, _ = run(model(ops, ts, ["x"], ["y1", "y2"]), {"x": x}, tmp_path)
+    np.testing.assert_allclose(out["y1"], ref1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["y2"], ref2, rtol=1e-5, atol=1e-5)
+
+
+def test_qlinear_dynamic_grid_per_row(tmp_path):
+    N, K = 16, 64
+    w_t, w = packed("W", N, K, 4, seed=5)
+    m, bias = qlinear_model(w_t, N, K, act_mode=1, zp=0, scale=1.0)
+    x = RNG.standard_normal((1, 4, K)).astype(np.float32)
+    x[0, 2] = 0   # an all-zero row takes scale 1 (§2.6)
+    out, _ = run(m, {"x": x}, tmp_path)
+    s = np.abs(x).max(-1, keepdims=True) / np.float32(127)
+    s = np.where(s == 0, np.float32(1), s).astype(np.float32)
+    q = np.clip(np.rint(x * (np.float32(1) / s)), -128, 127)
+    ref = (q.astype(np.float64) @ w.T) * s + bias
+    np.testing.assert_allclose(out["y"], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_quantizelinear_rounding_vs_ir_rounding(tmp_path):
+    """ONNX QuantizeLinear divides by the scale, the IR multiplies by its reciprocal: on a
+    scale that is not a power of two a few inputs round to the neighbouring code. Measured
+    here (both graphs run in onnxruntime): the exact route agrees with the reference to float
+    precision, the QDQ route differs in rare elements by one activation step."""
+    N, K = 32, 256
+    w_t, w = packed("W", N, K, 8, seed=6)
+    scale = 0.0371
+    m, bias = qlinear_model(w_t, N, K, scale=scale, zp=0)
+    # Inputs placed near rounding boundaries, where x/s and x·(1/s) can disagree.
+    x = ((RNG.integers(-100, 100, (1, 4, K)) + 0.5) * scale).astype(np.float32)
+    exact, _ = run(m, {"x": x}, tmp_path, exact_act=True)
+    qdq, _ = run(m, {"x": x}, tmp_path)
+    ref = ref_qlinear(x, w, scale, 0, bias)
+    codes_ir = ref_act(x, scale, 0)
+    codes_onnx = np.clip(np.rint(x / np.float32(scale)), -128, 127)
+    differ = float((codes_ir != codes_onnx).mean())
+    assert 0 < differ < 0.5   # boundary inputs: some flip, never most
+    np.testing.assert_allclose(exact["y"], ref, rtol=1e-4, atol=1e-4)
+    # The QDQ route equals the reference computed on ONNX's codes.
+    ref_onnx = ((codes_onnx.astype(np.float64) @ w.T) * scale) + bias
+    np.testing.assert_allclose(qdq["y"], ref_onnx, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits,gs,cb,route", [
+    (4, 64, "affine", "MatMulNBits"), (2, 0, "affine", "MatMulNBits"),
+    (8, 128, "affine", "MatMulNBits"), (4, 192, "affine", "DequantizeLinear"),
+    (4, 0, "nonuniform", "Gather")])
+def test_ort_flavor_matmulnbits(tmp_path, bits, gs, cb, route):
+    N, K = 40, 300
+    w_t, w = packed("W", N, K, bits, codebook=cb, group_size=gs, sparse=0.2, seed=7)
+    m, bias = qlinear_model(w_t, N, K)
+    x = RNG.standard_normal((1, 4, K)).astype(np.float32)
+    out, rep = run(m, {"x": x}, tmp_path, flavor="ort", exact_act=True)
+    np.testing.assert_allclose(out["y"], ref_qlinear(x, w, 0.05, 3, bias), rtol=1e-4,
+                               atol=1e-4)
+    assert rep["layers"][0]["storage"].startswith(route)
+
+
+# ---------------------------------------------------------------- files, sizes, errors
+
+def _rnnt_like(bits, N=256, K=512, **kw):
+    """Three graphs sharing nothing but the tensor table, like an RNN-T export."""
+    ts, graphs = [], {}
+    for gi, g in enumerate(("encoder", "predictor", "joiner")):
+        w_t, _ = packed(f"{g}.W", N, K, bits, seed=gi, **kw)
+        op = ir.Op("qlinear", f"{g}.fc", [f"{g}.x", w_t.name, None], [f"{g}.y"], [0, 0], [0.1])
+        ts += [w_t, act(f"{g}.x", (1, 2, K), "input"), act(f"{g}.y", (1, 2, N), "output")]
+        graphs[g] = ir.Graph(g, [op], [f"{g}.x"], [f"{g}.y"])
+    return ir.Model({t.name: t for t in ts}, graphs, {"source": {"model": "test"}})
+
+
+def test_one_file_per_graph_deterministic_and_checked(tmp_path):
+    m = _rnnt_like(4, group_size=64)
+    rep = ek_onnx.export(m, tmp_path / "a" / "model.onnx")
+    rep2 = ek_onnx.export(m, tmp_path / "b" / "model.onnx")
+    assert sorted(rep["files"]) == ["encoder", "joiner", "predictor"]
+    for g, f in rep["files"].items():
+        assert f["path"].endswith(f"a/model.{g}.onnx")
+        data = open(f["path"], "rb").read()
+        assert data == open(rep2["files"][g]["path"], "rb").read()   # deterministic bytes
+        proto = onnx.load_from_string(data)
+        assert proto.ir_version <= 13 and proto.opset_import[0].version == 21
+        onnx.checker.check_model(proto, full_check=True)
+        assert not any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer)
+    assert rep["file_bytes"] == sum(f["bytes"] for f in rep["files"].values())
+    # Three 256x512 4-bit matrices: codes 3·64 KiB, scales 3·256·8·4 B; a little protobuf on top.
+    assert rep["theoretical_bytes"] == rep["packed_bytes"]
+    assert rep["packed_bytes"] <= rep["file_bytes"] <= 1.02 * rep["packed_bytes"] + 4096
+
+
+def test_size_rule_int4_and_int2_vs_int8(tmp_path):
+    sizes = {b: ek_onnx.export(_rnnt_like(b), tmp_path / f"m{b}.onnx")["file_bytes"]
+             for b in (8, 4, 2)}
+    assert sizes[4] <= 0.55 * sizes[8] and sizes[2] <= 0.35 * sizes[8], sizes
+
+
+def _bad(m, **kw):
+    with pytest.raises(ValueError) as ei:
+        ek_onnx.export(m, "/nonexistent-dir-never-written/m.onnx", **kw)
+    return str(ei.value)
+
+
+def test_bad_input_is_a_value_error(tmp_path):
+    w_t, _ = packed("W", 8, 64, 4)
+    good, _ = qlinear_model(w_t, 8, 64, bias=False)
+    assert "ir.Model" in _bad("not a model")
+    assert "flavor" in _bad(good, flavor="tflite")
+    assert "opset" in _bad(good, opset=19)
+    m, _ = qlinear_model(w_t, 8, 64, bias=False)
+    m.graphs["step"].ops[0].type = "fft"
+    assert "unsupported op 'fft' at enc.fc" in _bad(m)
+    m, _ = qlinear_model(w_t, 8, 64, bias=False)
+    m.graphs["step"].ops[0].floats = []
+    assert "floats" in _bad(m)
+    m, _ = qlinear_model(w_t, 8, 64, bias=False)
+    m.graphs["step"].ops[0].inputs[1] = "missing"
+    assert "unknown tensor 'missing'" in _bad(m)
+    corrupt = ir.Tensor("W", "packed", (8, 64), "const", w_t.data[:100])
+    m, _ = qlinear_model(corrupt, 8, 64, bias=False)
+    assert "packed weights" in _bad(m)
+    m, _ = qlinear_model(ir.Tensor("W", "packed", (8, 32), "const", w_t.data), 8, 64, bias=False)
+    assert "declared" in _bad(m)
+    m, _ = qlinear_model(w_t, 8, 64, bias=False)
+    m.graphs["step"].ops[0].floats = [float("nan")]
+    assert "activation grid" in _bad(m)
+    m, _ = qlinear_model(w_t, 8, 64, bias=False)
+    m.tensors["y"] = act("y", (1, 4, 9), "output")   # inconsistent output shape
+    assert "checker" in _bad(m) or "shape" in _bad(m)

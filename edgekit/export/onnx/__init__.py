@@ -192,7 +192,7 @@ def build(model: ir.Model, flavor: str = "qdq", opset: int | None = None,
             raise ValueError(f"graph {name!r} is over 2 GiB: external data is not supported")
         try:
             onnx.checker.check_model(m, full_check=True)
-        except onnx.checker.ValidationError as exc:  # a bug here, or an inconsistent IR
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:  # a bug here, or an inconsistent IR
             raise ValueError(f"graph {name!r}: ONNX checker: {str(exc).splitlines()[0]}") from None
         protos[name] = m
         layers += [dict(row, graph=name) for row in lay]

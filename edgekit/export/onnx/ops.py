@@ -38,7 +38,10 @@ def act_quant(e, x: str, act_mode: int, zp: int, scale: float, hint: str) -> str
             r = b.one("Add", [b.one("Round", [b.one("Mul", [x, inv], hint)], hint), zf], hint)
             q = b.one("Clip", [r, b.const(np.float32(-128)), b.const(np.float32(127))], hint)
             return b.one("Mul", [b.one("Sub", [q, zf], hint), s], hint)
-        z = b.const(np.int8(zp), np.int8, hint="x_zp")
+        # The uint8 grid shifted by 128 rounds and clamps identically; an int8 one trips
+        # onnxruntime 1.31's S8->U8 rewrite + MatMul/Gemm fusion on x86 (the session fails
+        # to load: "output_dtype INT8 does not match y_zero_point type UINT8").
+        z = b.const(np.uint8(zp + 128), np.uint8, hint="x_zp")
         q = b.one("QuantizeLinear", [x, s, z], hint)
         return b.one("DequantizeLinear", [q, s, z], hint)
     if act_mode == 1:

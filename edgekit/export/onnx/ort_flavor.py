@@ -4,7 +4,7 @@ MatMulNBits stores (N, k_blocks, block_size·bits/8) codes, k consecutive within
 the first code in the low bits of a byte, one float scale per (n, block) and — when no zero
 point is given — the implicit zero point 2^(bits−1). That is exactly the symmetric affine
 codebook of §1.6, so only those weights take this route (and only with a power-of-two group
-size, which MatMulNBits requires); everything else falls back to the QDQ route.
+size of at most 256, which MatMulNBits requires); everything else falls back to the QDQ route.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import numpy as np
 from onnx import helper, TensorProto
 
 from edgekit.export.onnx import weights
+
+_MAX_BLOCK = 256   # onnxruntime 1.31's MatMulNBits accepts block sizes 16..256
 
 
 def _pack_blocks(q: np.ndarray, bits: int, block: int) -> np.ndarray:
@@ -40,14 +42,16 @@ def matmulnbits(e, op, x: str):
         return None
     if w.ngroups > 1:
         block = w.group_size
-        if block & (block - 1):
+        if block & (block - 1) or block > _MAX_BLOCK:
             return None
-    else:
-        block = max(16, 1 << (w.K - 1).bit_length())
+    else:  # one scale per row, repeated over blocks of at most 256
+        block = min(_MAX_BLOCK, max(16, 1 << (w.K - 1).bit_length()))
     rows = np.zeros(w.N, np.int64) if w.tables.shape[0] == 1 else np.arange(w.N)
     codes = w.codes if w.mask is None else np.where(w.mask, w.codes, np.uint8(1 << (w.bits - 1)))
     B = _pack_blocks(codes, w.bits, block)
     scales = (w.scales * d[rows][:, None].astype(np.float32)).astype(np.float32)
+    if w.ngroups == 1:
+        scales = np.repeat(scales, B.shape[1], axis=1)
     b = e.b
     bname = b.add_init(helper.make_tensor(b.tmp(f"{op.inputs[1]}.B"), TensorProto.UINT8,
                                           list(B.shape), B.tobytes(), raw=True))
