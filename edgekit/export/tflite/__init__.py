@@ -23,7 +23,7 @@ from edgekit.export.tflite.runner import Stream
 
 __all__ = ["export", "build_graph", "Stream", "graph_paths", "snr_db"]
 
-OPTS = {"lossless": False, "max_bits": None, "calib_steps": 4, "seed": 0, "verify": True,
+OPTS = {"lossless": False, "min_bits": None, "calib_steps": 4, "seed": 0, "verify": True,
         "min_layer_snr_db": 10.0, "low_first": True}
 
 
@@ -67,8 +67,8 @@ def _check(model, path, calib, opts) -> None:
     unknown = set(opts) - set(OPTS)
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}; known: {sorted(OPTS)}")
-    if opts.get("max_bits") not in (None, 2, 4, 8):
-        raise ValueError(f"max_bits must be None, 2, 4 or 8, got {opts['max_bits']!r}")
+    if opts.get("min_bits") not in (None, 2, 4, 8):
+        raise ValueError(f"min_bits must be None, 2, 4 or 8, got {opts['min_bits']!r}")
     if calib is not None and not isinstance(calib, (list, tuple, dict)):
         raise ValueError("calib must be a list of input dicts, or a dict graph -> list")
 
@@ -132,12 +132,12 @@ def _verify(model, g, data, em, feeds, twin_outs, twin_probes, o) -> dict:
     xnn = _stream(model, g, data, "default")
     layer_err = {k: [0.0, 0.0] for k in em.probes}
     out_err = {n: [0.0, 0.0] for n in g.outputs}
-    max_diff = 0.0
+    max_diff = {n: 0.0 for n in g.outputs}
     for f, want, tp in zip(feeds, twin_outs, twin_probes):
         a, b = ref.step(f), xnn.step(f)
         for n in g.outputs:
-            max_diff = max(max_diff, float(np.max(np.abs(a[n].astype(np.float64) - b[n]),
-                                                  initial=0)))
+            d = float(np.max(np.abs(a[n].astype(np.float64) - b[n]), initial=0))
+            max_diff[n] = max(max_diff[n], d)
             out_err[n][0] += float(np.sum(want[n].astype(np.float64) ** 2))
             out_err[n][1] += float(np.sum((want[n].astype(np.float64) - b[n]) ** 2))
         for key, idx in em.probes.items():
@@ -152,7 +152,10 @@ def _verify(model, g, data, em, feeds, twin_outs, twin_probes, o) -> dict:
 
     layers = {k[:-2]: db(*v) for k, v in layer_err.items()}
     return {"output_snr_vs_twin_db": {n: db(*v) for n, v in out_err.items()},
-            "layer_snr_db": layers, "xnnpack_vs_ref_max_abs_diff": max_diff}
+            "layer_snr_db": layers, "xnnpack_vs_ref_max_abs_diff": max_diff,
+            # Outputs that leave an integer op directly: the same difference in int8 steps.
+            "xnnpack_vs_ref_max_lsb": {n: round(max_diff[n] / em.lsb[em.t[n]], 3)
+                                       for n in g.outputs if em.t[n] in em.lsb}}
 
 
 def export(model: ir.Model, path, calib=None, **opts) -> dict:
@@ -161,7 +164,7 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
     calib: None (deterministic N(0,1) inputs), a list of {input name: array} steps (one-graph
     models), or {graph name: list of steps}; states are carried between steps.
     opts: lossless (widen instead of re-quantizing weights that do not fit exactly),
-    max_bits (2, 4, 8: cap the stored width; 8 = int8 everywhere), calib_steps, seed,
+    min_bits (2, 4, 8: the narrowest stored width; 8 = int8 everywhere), calib_steps, seed,
     verify (run both resolvers and check every integer layer), min_layer_snr_db.
     Raises ValueError for bad input, unsupported ops, and layers that fail the check.
     """
@@ -181,7 +184,8 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
                 "inputs": list(g.inputs) + [s for s, _ in g.states],
                 "outputs": list(g.outputs) + [n for _, n in g.states if n not in g.outputs],
                 "states": [list(p) for p in g.states], "float_ops": dict(em.float_ops),
-                "integer_ops": dict(em.int_ops), "calibration_steps": len(feeds)}
+                "integer_ops": dict(em.int_ops), "calibration_steps": len(feeds),
+                "output_lsb": {n: em.lsb[em.t[n]] for n in g.outputs if em.t[n] in em.lsb}}
         if o["verify"]:
             info.update(_verify(model, g, data, em, feeds, twin_outs, probes, o))
             bad = {k: v for k, v in info["layer_snr_db"].items() if v < o["min_layer_snr_db"]}

@@ -109,13 +109,18 @@ def emit(em, op, x: int, wmat: np.ndarray, plan, bias: str | None, stride: int, 
 def _one(em, n, x, y, wmat, plan, bias, rows, cig, k, flip, depthwise, stride, dil, mult, qin):
     cout = wmat.shape[0]
     filt, axis = _filters(wmat, cout, cig, k, flip, depthwise)
+    # LiteRT's DEPTHWISE_CONV_2D rejects an absent bias, so a missing one is written as zeros.
     if plan is not None:
         p = dataclasses.replace(plan, scale=plan.scale[rows])
         w = em.int_weight(n + "/w", p, filt, filt.shape, axis)
         b = em.int_bias(n + "/bias", bias, qin[0], p.scale, rows)
+        if b < 0:
+            b = em.sg.tensor(n + "/bias", (cout,), "i32", np.zeros(cout, np.int32),
+                             scale=qin[0] * p.scale, axis=0)
     else:
         w = em.f32(n + "/w", filt)
-        b = -1 if bias is None else em.f32(
-            n + "/bias", np.asarray(em.m.tensors[bias].data, np.float32).reshape(-1)[rows])
+        bv = (np.zeros(cout, np.float32) if bias is None
+              else np.asarray(em.m.tensors[bias].data, np.float32).reshape(-1)[rows])
+        b = em.f32(n + "/bias", bv)
     name = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
     em.op(name, [x, w, b], [y], _options(depthwise, stride, dil, mult))

@@ -54,7 +54,7 @@ class Emitter:
 
     ranges: probe key → (min, max) from calibration (unused when calibrating);
     plans: cache of WeightPlan by (weight tensor, kind), shared with the twin so both use the
-    same integer weights; opts: `lossless`, `max_bits`, `low_first` (test hook).
+    same integer weights; opts: `lossless`, `min_bits`, `low_first` (test hook).
     """
 
     def __init__(self, model: ir.Model, graph: ir.Graph, mb: builder.ModelBuilder, *,
@@ -69,6 +69,7 @@ class Emitter:
         self.layers: list[dict] = []
         self.key = ""
         self.main_sg = self.sg
+        self.lsb: dict[int, float] = {}  # DEQUANTIZE outputs: the int8 step they come from
 
     # ---- tensors -------------------------------------------------------------------------
     def tin(self, name: str | None) -> int:
@@ -153,6 +154,8 @@ class Emitter:
     def dequantize(self, src: int, shape, name: str, out: int | None = None) -> int:
         o = self.new(name, shape) if out is None else out
         self.op("DEQUANTIZE", [src], [o])
+        if self.sg is self.main_sg:
+            self.lsb[o] = self.sg.quant_of(src)[0][0]
         return o
 
     def fake_quant(self, src: int, shape, q, name: str) -> int:
@@ -165,7 +168,7 @@ class Emitter:
             if t.dtype != "packed":
                 raise ValueError(f"{name}: a quantized op needs a packed weight, got {t.dtype}")
             self.plans[key] = wplan.plan(t.data, kind, lossless=self.opts.get("lossless", False),
-                                         max_bits=self.opts.get("max_bits"))
+                                         min_bits=self.opts.get("min_bits"))
         return self.plans[key]
 
     def int_weight(self, name: str, p: wplan.WeightPlan, values: np.ndarray, shape, axis: int) -> int:

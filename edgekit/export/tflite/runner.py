@@ -20,10 +20,14 @@ def interpreter(model: bytes, resolver: str = "default", preserve: bool = False,
              "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
     if resolver not in kinds:
         raise ValueError(f"resolver must be one of {RESOLVERS}, got {resolver!r}")
-    it = Interpreter(model_content=bytes(model), num_threads=threads,
-                     experimental_op_resolver_type=kinds[resolver],
-                     experimental_preserve_all_tensors=preserve)
-    it.allocate_tensors()
+    try:
+        it = Interpreter(model_content=bytes(model), num_threads=threads,
+                         experimental_op_resolver_type=kinds[resolver],
+                         experimental_preserve_all_tensors=preserve)
+        it.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        msg = " ".join(str(exc).split())
+        raise ValueError(f"LiteRT rejected the model ({resolver} resolver): {msg}") from None
     return it
 
 

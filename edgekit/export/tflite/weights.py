@@ -90,17 +90,17 @@ def _snr_db(ref: np.ndarray, got: np.ndarray) -> float:
     return 10 * math.log10(max(sig, 1e-30) / err)
 
 
-def plan(data: bytes, kind: str, *, lossless: bool = False, max_bits: int | None = None) -> WeightPlan:
+def plan(data: bytes, kind: str, *, lossless: bool = False, min_bits: int | None = None) -> WeightPlan:
     """How to store one packed weight for op `kind` ("fc" or "conv").
 
-    The width is the smallest LiteRT supports that is >= the IR's bits (capped by `max_bits`
-    when given, e.g. 8 to force int8). `lossless=True` widens further instead of
+    The width is the smallest LiteRT supports that is >= the IR's bits and >= `min_bits`
+    (e.g. 8: int8 everywhere; 4: no INT2, which XNNPACK does not run). `lossless=True` widens further instead of
     re-quantizing when the values do not fit exactly.
     """
     if kind not in WIDTHS:
         raise ValueError(f"weight kind must be one of {sorted(WIDTHS)}, got {kind!r}")
     vals, scales, gcol, bits = ir_weight(data)
-    widths = [w for w in WIDTHS[kind] if max_bits is None or w <= max_bits] or [8]
+    widths = [w for w in WIDTHS[kind] if min_bits is None or w >= min_bits]
     want = next((w for w in widths if w >= bits), widths[-1])
     sparsity = float(np.mean(vals == 0)) if vals.size else 0.0
     ref = (scales[:, gcol] * vals.astype(np.float32)).astype(np.float32)
