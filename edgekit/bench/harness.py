@@ -143,6 +143,12 @@ def _child(backend: str, model: Path, opts: Options, plan: Plan, extra: dict) ->
     return data
 
 
+def _is_zoo(name) -> bool:
+    from edgekit import models
+
+    return isinstance(name, str) and name in models.names()
+
+
 def _jobs(models: list[Path], opts: Options) -> list[tuple[str, Path]]:
     jobs, torch_sources = [], set()
     for m in models:
@@ -151,8 +157,13 @@ def _jobs(models: list[Path], opts: Options) -> list[tuple[str, Path]]:
             if FORMATS[b] != fmt:
                 continue
             if b == "torch":  # one float source model, however many EKM variants of it
-                src = json.dumps((_meta_for(m).get("source") or {}), sort_keys=True)
-                if src in torch_sources or src == "{}":
+                source = _meta_for(m).get("source") or {}
+                if not _is_zoo(source.get("model")):
+                    opts.notes.append(f"torch skipped for {m.name}: its source "
+                                      f"{source.get('model')!r} is not a zoo model")
+                    continue
+                src = json.dumps(source, sort_keys=True)
+                if src in torch_sources:
                     continue
                 torch_sources.add(src)
             jobs.append((b, m))
@@ -253,7 +264,8 @@ def _base(backend, model, profile, t, opts, meta, dev_facts, kind, notes) -> dic
         "flags": {"threads": opts.threads, "affinity": opts.affinity, "warmup": opts.warmup,
                   "warmup_time_s": opts.warmup_time_s, "min_runs": opts.min_runs,
                   "min_time_s": opts.min_time_s, "max_time_s": opts.max_time_s,
-                  "stream": opts.stream, "paced": opts.paced, "seed": opts.seed},
+                  "stream": opts.stream, "paced": opts.paced, "seed": opts.seed,
+                  "graph": opts.graph, "isa": opts.isa},
         "accuracy": None, "notes": notes,
     }
 

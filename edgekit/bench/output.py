@@ -25,8 +25,8 @@ def file_name(r: dict) -> str:
     b = r["backend"]
     name = b["name"] + ("-session" if b["runner"] == "edgekit.runtime.Session" else "")
     parts = [r["model"]["label"], name, r["device"]["profile"]]
-    if r["backend"].get("graph"):
-        parts.append(r["backend"]["graph"])
+    if r["flags"].get("graph"):  # only when the user picked one (codec encode/decode)
+        parts.append(r["flags"]["graph"])
     return _safe(".".join(parts)) + ".json"
 
 

@@ -36,7 +36,7 @@ def _distributions(measured: list[dict]) -> str:
 
     fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * len(measured)))
     data = [[v / 1e3 for v in r["samples_us"]] for r in measured]
-    ax.boxplot(data, vert=False, whis=(1, 99), showfliers=True,
+    ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=True,
                flierprops={"markersize": 2, "alpha": 0.4})
     ax.set_yticks(range(1, len(measured) + 1), [_name(r) for r in measured], fontsize=8)
     ax.set_xlabel("latency per call (ms); box: p25-p75, whiskers: p1-p99")

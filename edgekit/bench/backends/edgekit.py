@@ -104,7 +104,8 @@ def _version_of(out: str) -> str:
 
 
 def run_ek_run(t: Transport, exe: str, model: str, plan: Plan, threads: int, seed: int,
-               stream: bool, per_op: bool, graph: str | None, isa: str | None) -> dict:
+               stream: bool, per_op: bool, graph: str | None, isa: str | None,
+               slack_s: float = 120.0) -> dict:
     """Pilot run (min_runs iterations) to learn the step time, then the measured run with the
     iteration count that satisfies min_time within max_time. Only the second run is kept."""
     base = ["--threads", str(threads), "--seed", str(seed), "--fill", "random"]
@@ -114,7 +115,7 @@ def run_ek_run(t: Transport, exe: str, model: str, plan: Plan, threads: int, see
         base += ["--graph", graph]
     if isa:
         base += ["--isa", isa]
-    slack = 120.0
+    slack = slack_s  # load time and process start-up on a slow device
     pilot = _invoke(t, exe, model, base + ["--warmup", str(plan.warmup),
                                            "--iters", str(plan.min_runs)],
                     plan.max_time_s + slack)

@@ -36,24 +36,10 @@ def missing() -> str | None:
 
 
 def pack_subbyte(w: np.ndarray, bits: int, low_first: bool = True) -> bytes:
-    """Signed 4- or 2-bit weights, row-major, 8/bits per byte. LiteRT wants element 0 of
-    each byte in the lowest bits; `low_first=False` (reversed order) exists only to prove
-    that a wrong layout is caught by the output check."""
-    if bits not in (4, 2):
-        raise ValueError(f"sub-byte packing is for 4 or 2 bits, got {bits}")
-    flat = np.asarray(w, dtype=np.int8).reshape(-1)
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    if flat.size and (flat.min() < lo or flat.max() > hi):
-        raise ValueError(f"INT{bits} weights must be in [{lo}, {hi}]")
-    per = 8 // bits
-    vals = (flat.astype(np.int16) & ((1 << bits) - 1)).astype(np.uint8)
-    vals = np.concatenate([vals, np.zeros(-len(vals) % per, np.uint8)]).reshape(-1, per)
-    if not low_first:
-        vals = vals[:, ::-1]
-    out = np.zeros(len(vals), dtype=np.uint8)
-    for j in range(per):
-        out |= (vals[:, j] << (j * bits)).astype(np.uint8)
-    return out.tobytes()
+    """Signed 4- or 2-bit weights in LiteRT's order (the exporter's packer, one writer)."""
+    from edgekit.export.tflite.builder import pack_subbyte as pack
+
+    return pack(w, bits, low_first)
 
 
 @dataclass(frozen=True)
@@ -80,53 +66,26 @@ def expected_output(acc: np.ndarray, q: Quant) -> np.ndarray:
 
 def build_model(w: np.ndarray, bits: int, M: int, q: Quant, *, low_first: bool = True) -> bytes:
     """A one-op .tflite: y(M,N) int8 = FULLY_CONNECTED(x(M,K) int8, w(N,K) int8|INT4|INT2),
-    no bias."""
-    import flatbuffers
-    import ai_edge_litert.schema_py_generated as fb
+    no bias, written with the TFLite exporter's builder."""
+    from edgekit.export.tflite.builder import ModelBuilder, _fb
 
     N, K = w.shape
     if bits == 8:
-        data, wtype = np.ascontiguousarray(w, dtype=np.int8).tobytes(), fb.TensorType.INT8
+        wargs = dict(dtype="i8", data=np.ascontiguousarray(w, dtype=np.int8))
     elif bits in (4, 2):
-        data = pack_subbyte(w, bits, low_first)
-        wtype = fb.TensorType.INT4 if bits == 4 else fb.TensorType.INT2
+        wargs = dict(dtype="int4" if bits == 4 else "int2", raw=pack_subbyte(w, bits, low_first))
     else:
         raise ValueError(f"litert_fc supports bits {BITS}, got {bits}")
-
-    def quant(scale: float):
-        p = fb.QuantizationParametersT()
-        p.scale, p.zeroPoint = [float(scale)], [0]
-        return p
-
-    def tensor(name: str, shape, ttype, buffer: int, scale: float):
-        t = fb.TensorT()
-        t.name, t.shape, t.type, t.buffer = name, list(shape), ttype, buffer
-        t.quantization = quant(scale)
-        return t
-
-    opcode = fb.OperatorCodeT()
-    opcode.builtinCode = fb.BuiltinOperator.FULLY_CONNECTED
-    opcode.deprecatedBuiltinCode = fb.BuiltinOperator.FULLY_CONNECTED
-    opcode.version = 1
-    options = fb.FullyConnectedOptionsT()
+    mb = ModelBuilder("edgekit bench-kernels litert_fc")
+    g = mb.subgraph("main")
+    x = g.tensor("x", (M, K), "i8", scale=q.x, zero_point=0)
+    wt = g.tensor("w", (N, K), scale=q.w, zero_point=0, **wargs)
+    y = g.tensor("y", (M, N), "i8", scale=q.y, zero_point=0)
+    options = _fb().FullyConnectedOptionsT()
     options.keepNumDims = True
-    op = fb.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, -1], [2]  # -1: no bias
-    op.builtinOptionsType, op.builtinOptions = fb.BuiltinOptions.FullyConnectedOptions, options
-
-    sub = fb.SubGraphT()
-    sub.tensors = [tensor("x", (M, K), fb.TensorType.INT8, 0, q.x),
-                   tensor("w", (N, K), wtype, 1, q.w),
-                   tensor("y", (M, N), fb.TensorType.INT8, 0, q.y)]
-    sub.operators, sub.inputs, sub.outputs, sub.name = [op], [0], [2], "main"
-    empty, weights = fb.BufferT(), fb.BufferT()
-    weights.data = np.frombuffer(data, dtype=np.uint8)
-    model = fb.ModelT()
-    model.version, model.description = 3, "edgekit bench-kernels litert_fc"
-    model.operatorCodes, model.subgraphs, model.buffers = [opcode], [sub], [empty, weights]
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    g.op("FULLY_CONNECTED", [x, wt, -1], [y], options)  # -1: no bias
+    g.set_io([x], [y])
+    return mb.finish()
 
 
 def interpreter(model: bytes):

@@ -1,0 +1,225 @@
+"""`edgekit bench` end to end on this machine: fake or real ek-run, the peers, CLI, schema."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgekit.bench import estimate, harness, output, schema
+from edgekit.cli.main import cli
+from edgekit.export import ekm
+from ekm_models import streaming_model, two_graph_model
+from sshd import write_fake_ek_run
+
+FAST = ["--min-time", "0", "--min-runs", "5", "--warmup", "1", "--quiet"]
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_EK_RUN", str(write_fake_ek_run(tmp_path / "ek-run")))
+    d = tmp_path / "models"
+    d.mkdir()
+    ekm.write(streaming_model(), d / "small-int8.ekm")
+    return d
+
+
+def _bench(*args):
+    r = CliRunner().invoke(cli, ["bench", *map(str, args)])
+    return r
+
+
+def test_bench_local_writes_valid_json_and_csv(model_dir, tmp_path):
+    out = tmp_path / "out"
+    r = _bench(model_dir, "--backend", "edgekit", "-o", out, *FAST)
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "small-int8.edgekit.x86-host.json")
+    assert res["kind"] == "measured" and res["estimate"] is None
+    assert len(res["samples_us"]) == res["stats"]["count"] == 5
+    assert res["phases"]["load_us"] > 0 and res["phases"]["first_us"] > 0
+    assert res["memory"]["model_file_bytes"] == (model_dir / "small-int8.ekm").stat().st_size
+    assert res["memory"]["arena_bytes"] == 4096 and res["memory"]["peak_rss_kb"] > 0
+    assert res["model"]["recipe"] == "mixed" and len(res["model"]["sha256"]) == 64
+    # 4 feature frames of 10 ms per step (META streaming.chunk)
+    assert res["streaming"]["chunk_ms"] == 40.0
+    assert res["streaming"]["rtf"] == pytest.approx(res["stats"]["p50"] / 40_000)
+    assert res["device"]["cpu"]["arch"] == "x86_64"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert rows[0]["backend"] == "edgekit" and float(rows[0]["p50_us"]) > 0
+
+
+def test_ek_run_pilot_sizes_the_measured_run(model_dir, tmp_path):
+    out = tmp_path / "out"
+    r = _bench(model_dir, "--backend", "edgekit", "-o", out, "--min-runs", "3",
+               "--min-time", "0.1", "--quiet")
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "small-int8.edgekit.x86-host.json")
+    total_s = sum(res["samples_us"]) / 1e6
+    assert total_s >= 0.05 and res["stats"]["count"] > 3  # min-time drove the count
+
+
+def test_bench_bad_input_is_one_line_exit_2(model_dir, tmp_path):
+    cases = [
+        ([tmp_path / "nope.ekm"], "no such file"),
+        ([model_dir, "--device", "mars"], "unknown device 'mars'"),
+        ([model_dir, "--backend", "tvm"], "--backend takes"),
+        ([model_dir, "--min-time", "5", "--max-time", "1"], "--max-time"),
+        ([model_dir, "--affinity", "99"], "--affinity CPUs"),
+        ([model_dir, "--backend", "onnxruntime"], "no model file matches"),
+    ]
+    for args, msg in cases:
+        r = _bench(*args, "-o", tmp_path / "o", "--quiet")
+        assert r.exit_code == 2, (args, r.output)
+        assert msg in r.output and "Traceback" not in r.output
+
+
+def test_ek_run_error_json_becomes_edgekit_error(model_dir, tmp_path, monkeypatch):
+    from edgekit import EdgekitError
+    from edgekit.bench.backends.edgekit import parse_ek_run
+
+    with pytest.raises(EdgekitError, match="bad magic"):
+        parse_ek_run('{"error": "bad magic"}', 2)
+    with pytest.raises(EdgekitError, match="without a JSON result: Segmentation"):
+        parse_ek_run("", -11, "Segmentation fault")
+
+
+def test_session_backend_against_the_contract(model_dir, tmp_path):
+    """Session (issue 4) — measured in the child process when edgekit.runtime exists."""
+    try:
+        from edgekit.runtime import Session  # noqa: F401
+    except ImportError:
+        pytest.skip("edgekit.runtime.Session not built yet")
+
+    out = tmp_path / "out"
+    r = _bench(model_dir, "--backend", "session", "-o", out, *FAST)
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "small-int8.edgekit-session.x86-host.json")
+    assert res["backend"]["runner"] == "edgekit.runtime.Session"
+    assert res["memory"]["arena_bytes"] > 0 and res["per_op"]
+
+
+def test_onnxruntime_backend_on_a_real_onnx_file(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("W", TensorProto.FLOAT, [64, 64], [0.01] * 4096)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, tmp_path / "mm.onnx")
+    out = tmp_path / "out"
+    r = _bench(tmp_path / "mm.onnx", "--backend", "onnxruntime", "--no-stream", "-o", out,
+               *FAST)
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "mm.onnxruntime.x86-host.json")
+    assert res["backend"]["version"] and res["streaming"] is None
+    assert res["backend"]["options"]["inputs"] == [{"name": "x", "dtype": "float32",
+                                                    "shape": [1, 64]}]
+
+
+def test_torch_backend_skips_non_zoo_sources(model_dir, tmp_path):
+    r = _bench(model_dir, "--backend", "torch", "-o", tmp_path / "o", *FAST)
+    assert r.exit_code == 2 and "no model file matches" in r.output
+
+
+def test_estimate_known_macs_and_bytes():
+    m = streaming_model()
+    rpi4 = __import__("edgekit.devices", fromlist=["load"]).load("rpi4")
+    e = estimate.estimate(m, rpi4)
+    # qlinear 4·32·16 + qconv1d 96·4 + qlstm 4·(32·32 + 32·8) + linear 4·5·8
+    assert e["macs"] == 2048 + 384 + 5120 + 160
+    consts = sum(t.nbytes for t in m.tensors.values() if t.kind == "const")
+    assert e["stored_bytes"] == consts
+    assert e["assumptions"]["weights_resident_in_l2"]
+    assert 0 < e["total_us"] < e["total_us_at_min_freq"]
+    # The dotprod phone has 4x the int8 rate: the q-ops' compute time shrinks.
+    a76 = __import__("edgekit.devices", fromlist=["load"]).load("android-a76")
+    assert estimate.estimate(m, a76)["total_us"] < e["total_us"]
+    with pytest.raises(ValueError, match="several graphs"):
+        estimate.estimate(two_graph_model(), rpi4)
+    assert estimate.estimate(two_graph_model(), rpi4, graph="encoder")["macs"] == 3 * 16 * 64
+
+
+def test_unreachable_pi_gives_an_estimate_never_a_measurement(model_dir, tmp_path):
+    out = tmp_path / "out"
+    r = _bench(model_dir / "small-int8.ekm", "--device", "rpi4", "--backend", "edgekit",
+               "-o", out, *FAST)
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "small-int8.edgekit.rpi4.json")
+    assert res["kind"] == "estimated" and res["samples_us"] == [] and res["stats"] is None
+    assert res["estimate"]["method"] == "roofline" and res["estimate"]["total_us"] > 0
+    assert any("not a measurement" in n for n in res["notes"])
+    row = next(csv.DictReader((out / "results.csv").open()))
+    assert row["kind"] == "estimated" and row["p50_us"] == "" and float(row["estimate_us"]) > 0
+    # The schema refuses an "estimated" result that carries samples.
+    bad = dict(res, samples_us=[1.0])
+    with pytest.raises(ValueError, match="samples_us"):
+        schema.validate(bad)
+
+
+def test_devices_command():
+    r = CliRunner().invoke(cli, ["devices"])
+    assert r.exit_code == 0, r.output
+    for name in ("rpi4", "android-a76", "x86-host"):
+        assert name in r.output
+
+
+def test_report_and_compare(model_dir, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _bench(model_dir, "--backend", "edgekit", "-o", a, *FAST).exit_code == 0
+    assert _bench(model_dir / "small-int8.ekm", "--device", "rpi4", "--backend", "edgekit",
+                  "-o", b, *FAST).exit_code == 0
+    files = [a / "small-int8.edgekit.x86-host.json", b / "small-int8.edgekit.rpi4.json"]
+    html = tmp_path / "r.html"
+    r = CliRunner().invoke(cli, ["report", *map(str, files), "-o", str(html)])
+    assert r.exit_code == 0, r.output
+    text = html.read_text()
+    assert text.count("data:image/png;base64,") == 3 and "ESTIMATED" in text
+    r = CliRunner().invoke(cli, ["compare", str(files[0]), str(files[0]), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["significant"] is False
+    r = CliRunner().invoke(cli, ["compare", str(files[0]), str(files[1])])
+    assert r.exit_code == 2 and "estimate" in r.output
+    (tmp_path / "junk.json").write_text('{"kind": "measured"}')
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "junk.json"), "-o", str(html)])
+    assert r.exit_code == 2 and "not an edgekit bench result" in r.output
+
+
+def test_compare_detects_a_shift():
+    from edgekit.bench import compare, stats
+
+    base = json.loads(json.dumps(_synthetic(1000.0)))
+    slower = _synthetic(1050.0)
+    c = compare.compare(base, slower)
+    assert c["significant"] and c["verdict"] == "second is slower"
+    assert 40 < c["diff_ci95_us"][0] < 50 < c["diff_ci95_us"][1] < 60
+    assert stats.summarize(slower["samples_us"])["p50"] == pytest.approx(1050, abs=3)
+
+
+def _synthetic(center: float) -> dict:
+    import numpy as np
+
+    from edgekit.bench import stats
+
+    rng = np.random.default_rng(int(center))
+    s = list(center + rng.normal(0, 10, 300))
+    return {"kind": "measured", "samples_us": s, "stats": stats.summarize(s),
+            "device": {"profile": "x"}}
+
+
+def test_output_file_names_are_safe():
+    r = {"model": {"label": "../a b"}, "backend": {"name": "edgekit", "runner": "ek-run"},
+         "device": {"profile": "x"}, "flags": {}}
+    assert "/" not in output.file_name(r)
+
+
+def test_find_models(tmp_path):
+    (tmp_path / "a.ekm").write_bytes(b"")
+    (tmp_path / "b.onnx").write_bytes(b"")
+    (tmp_path / "c.txt").write_bytes(b"")
+    assert [p.name for p in harness.find_models([str(tmp_path)])] == ["a.ekm", "b.onnx"]
+    assert Path(harness.find_models([str(tmp_path / "a.ekm")])[0]).name == "a.ekm"
