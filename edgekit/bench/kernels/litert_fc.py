@@ -1,6 +1,7 @@
 """Peer: LiteRT FULLY_CONNECTED, int8 activations x int8, INT4 or INT2 weights, one thread.
 
-The .tflite flatbuffer is written with LiteRT's own schema object API (no TensorFlow).
+The .tflite is written by the TFLite exporter's builder (`edgekit.export.tflite.builder`,
+LiteRT's schema object API, no TensorFlow).
 LiteRT runs it through its default delegate (XNNPACK) when the delegate takes the node
 (int8 and INT4 here; INT2 falls back to LiteRT's builtin kernel); which path ran is
 recorded in every result.
