@@ -58,6 +58,11 @@ def _register() -> None:
     cli.add_command(bench_kernels.bench_kernels)
     from edgekit.cli.inspect import inspect
     cli.add_command(inspect)
+    from edgekit.cli import bench, compare, devices, report
+    cli.add_command(bench.bench)
+    cli.add_command(devices.devices)
+    cli.add_command(report.report)
+    cli.add_command(compare.compare)
 
 
 _register()
