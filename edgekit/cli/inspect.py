@@ -12,7 +12,6 @@ import os
 import click
 import numpy as np
 
-from edgekit import EdgekitError
 from edgekit.export import ir
 
 # Ops whose second input is the weight matrix (the "layers" of the per-layer table).
@@ -66,14 +65,19 @@ def _io(model: ir.Model, names) -> list[dict]:
 def _arena(path: str, graphs) -> dict:
     """graph -> (arena bytes from the C++ runtime, or None and why there are none)."""
     try:
-        from edgekit.runtime import Session
-    except ImportError:
+        from edgekit import runtime
+        Session = runtime.Session
+        built = runtime.available() if hasattr(runtime, "available") else True
+    except (ImportError, AttributeError):
+        built = False
+    if not built:
         return {g: (None, "n/a (C++ runtime not built)") for g in graphs}
     out = {}
     for g in graphs:
         try:
             out[g] = (int(Session(path, graph=g).arena_bytes), None)
-        except (EdgekitError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the arena is an extra: a runtime that
+            # cannot load this file (or a stale build) must not hide the report of the file.
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             out[g] = (None, f"n/a (runtime: {why})")
     return out
