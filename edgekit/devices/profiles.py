@@ -57,6 +57,7 @@ SCHEMA: dict[str, Any] = {
                 "key": {"type": ["string", "null"]},
                 "known_hosts": {"type": ["string", "null"]},
                 "serial": {"type": ["string", "null"]},
+                "python": {"type": ["string", "null"]},
             },
         },
     },

@@ -88,10 +88,7 @@ def test_ek_run_error_json_becomes_edgekit_error(model_dir, tmp_path, monkeypatc
 
 def test_session_backend_against_the_contract(model_dir, tmp_path):
     """Session (issue 4) — measured in the child process when edgekit.runtime exists."""
-    try:
-        from edgekit.runtime import Session  # noqa: F401
-    except ImportError:
-        pytest.skip("edgekit.runtime.Session not built yet")
+    _need_runtime()
 
     out = tmp_path / "out"
     r = _bench(model_dir, "--backend", "session", "-o", out, *FAST)
@@ -101,25 +98,85 @@ def test_session_backend_against_the_contract(model_dir, tmp_path):
     assert res["memory"]["arena_bytes"] > 0 and res["per_op"]
 
 
-def test_onnxruntime_backend_on_a_real_onnx_file(tmp_path):
-    onnx = pytest.importorskip("onnx")
+def write_matmul_onnx(path: Path) -> None:
+    """A one-MatMul ONNX model with a state: y = x·W, s:next = s + 1 (carried when streaming)."""
+    import onnx
     from onnx import TensorProto, helper
 
     w = helper.make_tensor("W", TensorProto.FLOAT, [64, 64], [0.01] * 4096)
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    f = TensorProto.FLOAT
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"]),
+         helper.make_node("Add", ["s", "one"], ["s:next"])], "g",
+        [helper.make_tensor_value_info("x", f, [1, 64]),
+         helper.make_tensor_value_info("s", f, [1])],
+        [helper.make_tensor_value_info("y", f, [1, 64]),
+         helper.make_tensor_value_info("s:next", f, [1])], [w, one])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
-    onnx.save(m, tmp_path / "mm.onnx")
+    onnx.save(m, path)
+
+
+def _need_runtime():
+    try:
+        from edgekit import runtime
+    except ImportError:
+        pytest.skip("edgekit.runtime not there yet")
+    if not runtime.available():
+        pytest.skip("edgekit._C built without the runtime (make build)")
+    return runtime
+
+
+def test_real_ek_run_on_a_hand_built_model(tmp_path, monkeypatch):
+    runtime = _need_runtime()
+    monkeypatch.delenv("EDGEKIT_EK_RUN", raising=False)
+    try:
+        runtime.ek_run_path()
+    except Exception:
+        pytest.skip("ek-run not built")
+    ekm.write(streaming_model(), tmp_path / "m.ekm")
+    out = tmp_path / "out"
+    r = _bench(tmp_path / "m.ekm", "--backend", "edgekit", "-o", out, *FAST)
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "m.edgekit.x86-host.json")
+    assert res["backend"]["runner"] == "ek-run" and res["memory"]["arena_bytes"] > 0
+    assert {o["op"] for o in res["per_op"]} >= {"qlinear", "qlstm"}
+
+
+def test_onnxruntime_backend_on_a_real_onnx_file(tmp_path):
+    pytest.importorskip("onnxruntime")
+    write_matmul_onnx(tmp_path / "mm.onnx")
     out = tmp_path / "out"
     r = _bench(tmp_path / "mm.onnx", "--backend", "onnxruntime", "--no-stream", "-o", out,
                *FAST)
     assert r.exit_code == 0, r.output
     res = schema.load(out / "mm.onnxruntime.x86-host.json")
     assert res["backend"]["version"] and res["streaming"] is None
-    assert res["backend"]["options"]["inputs"] == [{"name": "x", "dtype": "float32",
-                                                    "shape": [1, 64]}]
+    assert res["backend"]["options"]["inputs"][0] == {"name": "x", "dtype": "float32",
+                                                      "shape": [1, 64]}
+    assert res["backend"]["options"]["carried_states"] == []  # --no-stream: not carried
+    r = _bench(tmp_path / "mm.onnx", "--backend", "onnxruntime", "--chunk-ms", "10", "-o", out,
+               *FAST)
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "mm.onnxruntime.x86-host.json")
+    assert res["backend"]["options"]["carried_states"] == ["s"]
+    assert res["streaming"]["chunk_ms"] == 10.0
+
+
+def test_paced_mode_reports_lag(tmp_path):
+    pytest.importorskip("onnxruntime")
+    write_matmul_onnx(tmp_path / "mm.onnx")
+    out = tmp_path / "out"
+    r = _bench(tmp_path / "mm.onnx", "--backend", "onnxruntime", "--paced", "--chunk-ms", "5",
+               "-o", out, "--min-time", "0", "--min-runs", "10", "--quiet")
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "mm.onnxruntime.x86-host.json")
+    paced = res["streaming"]["paced"]
+    assert len(paced["lag_us"]) == 10 and paced["keeps_up"]
+    assert min(paced["lag_us"]) >= min(res["samples_us"]) * 0.5
+    r = _bench(tmp_path / "mm.onnx", "--backend", "onnxruntime", "--paced", "-o", out, *FAST)
+    assert r.exit_code == 2 and "--chunk-ms" in r.output
 
 
 def test_torch_backend_skips_non_zoo_sources(model_dir, tmp_path):

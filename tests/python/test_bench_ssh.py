@@ -184,3 +184,37 @@ def test_aarch64_runner_under_qemu_behind_sshd(sshd, tmp_path, no_leftovers):
         remote = t.push(exe, "ek-run", executable=True)
         res = t.run(["qemu-aarch64", "-cpu", "cortex-a72", remote, "--version"], timeout=120)
     assert res.rc == 0 and res.stdout.strip()
+
+
+def test_onnxruntime_on_the_device_with_its_python(sshd, tmp_path, no_leftovers):
+    """reach.python: the device's own Python runs the onnxruntime backend (files pushed)."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from edgekit.bench import schema
+    from edgekit.cli.main import cli
+    from test_bench_harness import write_matmul_onnx
+
+    write_matmul_onnx(tmp_path / "mm.onnx")
+    prof = _ssh_profile(sshd, tmp_path)
+    prof.write_text(prof.read_text() + f"  python: {sys.executable}\n")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["bench", str(tmp_path / "mm.onnx"), "--device", str(prof),
+                                 "--backend", "onnxruntime", "--min-time", "0",
+                                 "--min-runs", "5", "-o", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "mm.onnxruntime.lo.json")
+    assert res["device"]["transport"]["kind"] == "ssh" and res["memory"]["peak_rss_kb"] > 0
+    r = CliRunner().invoke(cli, ["bench", str(tmp_path / "mm.onnx"), "--device", str(prof),
+                                 "--backend", "torch", "-o", str(out), "--quiet"])
+    assert r.exit_code == 2
+
+
+def test_push_cannot_escape_the_workdir(sshd, tmp_path, no_leftovers):
+    (tmp_path / "f").write_text("x")
+    with sshd.transport() as t:
+        for bad in ("../f", "/etc/f", "a/../../f", "a//f"):
+            with pytest.raises(TransportError, match="bad remote file name"):
+                t.push(tmp_path / "f", bad)
+        assert t.push(tmp_path / "f", "a/b/f").endswith("/a/b/f")

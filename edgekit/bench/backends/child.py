@@ -29,12 +29,13 @@ def main(argv: list[str]) -> int:
         name = spec["backend"]
         if name == "session":
             from edgekit.bench.backends.edgekit import run_session as run
+            from edgekit.bench.backends.edgekit import version
         elif name == "onnxruntime":
-            from edgekit.bench.backends.onnxruntime import run
+            from edgekit.bench.backends.onnxruntime import run, version
         elif name == "litert":
-            from edgekit.bench.backends.litert import run
+            from edgekit.bench.backends.litert import run, version
         elif name == "torch":
-            from edgekit.bench.backends.torch import run
+            from edgekit.bench.backends.torch import run, version
         else:
             raise ValueError(f"unknown backend {name!r}")
         out = run(spec["model"], plan, threads, int(spec.get("seed", 0)),
@@ -42,6 +43,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # the parent turns this into a one-line EdgekitError
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}))
         return 2
+    out["version"] = version()  # the runtime this Python (maybe the device's) has
     print(json.dumps(out))
     return 0
 

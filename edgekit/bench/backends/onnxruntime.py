@@ -16,7 +16,7 @@ def version() -> str | None:
     return onnxruntime.__version__
 
 
-def run(model: str, plan: Plan, threads: int, seed: int, **_) -> dict:
+def run(model: str, plan: Plan, threads: int, seed: int, stream: bool = True, **_) -> dict:
     """Measure `model` (.onnx) with onnxruntime at its default graph optimization level."""
     import numpy as np
     import onnxruntime as ort
@@ -35,11 +35,24 @@ def run(model: str, plan: Plan, threads: int, seed: int, **_) -> dict:
         feeds = random_inputs(specs, seed)
         state["inputs"] = [{"name": n, "dtype": str(d), "shape": list(feeds[n].shape)}
                            for n, d, _ in specs]
-        return lambda: sess.run(None, feeds)
+        outs = [o.name for o in sess.get_outputs()]
+        # The ONNX exporter names a state's next value "<state>:next": carry it, so a
+        # streaming run sees evolving state as the other backends do.
+        pairs = [(outs.index(n + ":next"), n) for n, _, _ in specs
+                 if stream and n + ":next" in outs]
+        state["states"] = [n for _, n in pairs]
+        zeros = {n: np.zeros_like(feeds[n]) for _, n in pairs}
+        feeds.update(zeros)
+
+        def step():
+            res = sess.run(None, feeds)
+            for i, n in pairs:
+                feeds[n] = res[i]
+        return step
 
     out = measure(load, plan)
     out["runner"] = "onnxruntime.InferenceSession"
     out["options"] = {"graph_optimization_level": "ORT_ENABLE_ALL (default)",
                       "qdq_matmulnbits_accuracy_level": "default (4)",
-                      "inputs": state.get("inputs")}
+                      "inputs": state.get("inputs"), "carried_states": state.get("states")}
     return out

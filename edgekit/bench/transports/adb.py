@@ -15,7 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from edgekit.bench.transports.base import RemoteTimeout, RunResult, Transport, TransportError
+from edgekit.bench.transports.base import (RemoteTimeout, RunResult, Transport,
+                                            TransportError, check_name)
 
 REMOTE_ROOT = "/data/local/tmp"
 _MARK = "__EDGEKIT_RC="
@@ -115,7 +116,10 @@ class ADBTransport(Transport):
         src = Path(local)
         if not src.is_file():
             raise TransportError(f"cannot push {src}: no such file")
-        dst = f"{self.workdir}/{name or src.name}"
+        rel = check_name(name or src.name)
+        dst = f"{self.workdir}/{rel}"
+        if "/" in rel:
+            self._shell(f"mkdir -p {shlex.quote(dst.rsplit('/', 1)[0])}", 30)
         check_push_output(*self._runner(self._base + ["push", str(src), dst], 600))
         if executable:
             self._shell(f"chmod 755 {shlex.quote(dst)}", 30)

@@ -31,6 +31,15 @@ class RunResult:
     signal: int | None = None
 
 
+def check_name(name: str) -> str:
+    """A pushed file's name relative to the working dir: '/'-separated, no '..', no
+    absolute path — a push can never write outside the transport's own directory."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise TransportError(f"bad remote file name {name!r}")
+    return name
+
+
 class Transport(abc.ABC):
     """Runs commands and moves files on one target. Use as a context manager."""
 
@@ -40,7 +49,8 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def push(self, local: str | Path, name: str | None = None, executable: bool = False) -> str:
-        """Copy `local` into the working directory; return its path on the target."""
+        """Copy `local` into the working directory as `name` (default: its own name; may have
+        '/'-separated folders, created as needed); return its path on the target."""
 
     @abc.abstractmethod
     def run(self, argv: list[str], timeout: float) -> RunResult:

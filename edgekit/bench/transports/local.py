@@ -9,7 +9,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from edgekit.bench.transports.base import RemoteTimeout, RunResult, Transport, TransportError
+from edgekit.bench.transports.base import (RemoteTimeout, RunResult, Transport,
+                                            TransportError, check_name)
 
 
 class LocalTransport(Transport):
@@ -31,7 +32,8 @@ class LocalTransport(Transport):
         src = Path(local)
         if not src.is_file():
             raise TransportError(f"cannot push {src}: no such file")
-        dst = Path(self.workdir) / (name or src.name)
+        dst = Path(self.workdir) / check_name(name or src.name)
+        dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         if executable:
             dst.chmod(0o755)

@@ -13,7 +13,8 @@ import socket
 import time
 from pathlib import Path
 
-from edgekit.bench.transports.base import RemoteTimeout, RunResult, Transport, TransportError
+from edgekit.bench.transports.base import (RemoteTimeout, RunResult, Transport,
+                                            TransportError, check_name)
 
 _DIR_PREFIX = "/tmp/edgekit-bench."
 CONNECT_TIMEOUT_S = 10.0
@@ -137,9 +138,18 @@ class SSHTransport(Transport):
         src = Path(local)
         if not src.is_file():
             raise TransportError(f"cannot push {src}: no such file")
-        dst = f"{self.workdir}/{name or src.name}"
+        rel = check_name(name or src.name)
+        dst = f"{self.workdir}/{rel}"
         try:
-            self._sftp_client().put(str(src), dst)
+            sftp = self._sftp_client()
+            parts = rel.split("/")[:-1]
+            for i in range(len(parts)):
+                sub = f"{self.workdir}/{'/'.join(parts[:i + 1])}"
+                try:
+                    sftp.stat(sub)
+                except OSError:
+                    sftp.mkdir(sub)
+            sftp.put(str(src), dst)
             if executable:
                 self._sftp_client().chmod(dst, 0o755)
         except OSError as exc:
