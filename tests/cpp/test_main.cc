@@ -28,6 +28,7 @@
 #include "check.h"
 #include "golden.h"
 #include "packer.h"
+#include "test_ops.h"
 #include "variants.h"
 
 namespace edgekit::test {
@@ -222,6 +223,9 @@ int main(int argc, char** argv) {
 
   if (opt.golden_dir.empty()) std::printf("golden: disabled\n");
   else check_golden(opt.golden_dir, variants, t);
+
+  g_running = "while running the op tests (test_ops*.cc)";
+  check_ops(t, variants);
 
   for (const auto& [name, pf] : t.by_variant)
     std::printf("checked %s: %d passed, %d failed\n", name.c_str(), pf.first, pf.second);
