@@ -63,6 +63,13 @@ def check_tensor(t: ir.Tensor) -> None:
         raise ValueError(f"{where}: data must be a {t.dtype} array of shape {list(shape)}, got {got}")
 
 
+def _as_float32(values) -> list[float]:
+    """The attribute values as FLOATS will hold them, so the writer validates what the reader
+    will see (1e300 is finite in Python but inf in float32)."""
+    with np.errstate(over="ignore"):
+        return [float(v) for v in np.asarray(values, np.float64).astype(np.float32)]
+
+
 def _check_graph(g: ir.Graph, tensors: dict, producer: dict) -> None:
     where = f"graph {g.name!r}"
     if not g.ops:
@@ -101,6 +108,10 @@ def _check_graph(g: ir.Graph, tensors: dict, producer: dict) -> None:
             shapes.check_arity(op.type, len(op.inputs), len(op.outputs), len(op.ints), len(op.floats))
         except ValueError as exc:
             raise ValueError(f"{at}: {exc}") from None
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in op.ints):
+            raise ValueError(f"{at}: int attributes must be integers, got {list(op.ints)!r}")
+        if not all(isinstance(v, (int, float, np.integer, np.floating)) for v in op.floats):
+            raise ValueError(f"{at}: float attributes must be numbers, got {list(op.floats)!r}")
         sigs = []
         for j, name in enumerate(op.inputs):
             if name is None:
@@ -114,7 +125,7 @@ def _check_graph(g: ir.Graph, tensors: dict, producer: dict) -> None:
                                  "or output of an earlier op of this graph")
             sigs.append((t.dtype, tuple(t.shape)))
         try:
-            outs = shapes.infer(op.type, sigs, op.ints, op.floats)
+            outs = shapes.infer(op.type, sigs, op.ints, _as_float32(op.floats))
         except ValueError as exc:
             raise ValueError(f"{at}: {exc}") from None
         for j, (name, (dt, shape)) in enumerate(zip(op.outputs, outs)):
