@@ -186,8 +186,8 @@ def record_cases(b: bytes, names: list[str], op_types: list[str]) -> Iterator[Ca
     tp = _tensor(b, packed)
     p_off = sec[L.DATA][0] + struct.unpack_from("<I", b, tp + 56)[0]
     yield "packed weights: bits 9", _patch(b, p_off + 6, "<B", 9)
-    yield "packed weights: N disagrees with the tensor dims", _patch(b, tp + 8, "<q",
-                                                                    struct.unpack_from("<q", b, tp + 8)[0] + 1)
+    n_dim = struct.unpack_from("<q", b, tp + 8)[0]
+    yield "packed weights: N disagrees with the tensor dims", _patch(b, tp + 8, "<q", n_dim + 1)
     yield "packed weights: unknown flag bit", _patch(b, p_off + 7, "<B", 0x10)
     yield "packed weights: codes_bytes 2^64-1", _patch(b, p_off + 24, "<Q", 2**64 - 1)
     yield "packed tensor of kind input", _patch(b, tp + 5, "<B", 2)

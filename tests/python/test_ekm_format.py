@@ -99,7 +99,8 @@ def test_write_is_atomic_and_validates_first(tmp_path):
     assert path.stat().st_size == n and path.read_bytes() == ekm.to_bytes(ekm_models.streaming_model())
     bad = ekm_models.streaming_model()
     bad.tensors["logits"].shape = (1, 4, 6)
-    with pytest.raises(ValueError, match=r"'logits' is stored as f32 \[1, 4, 6\] but the op computes f32 \[1, 4, 5\]"):
+    want = r"'logits' is stored as f32 \[1, 4, 6\] but the op computes f32 \[1, 4, 5\]"
+    with pytest.raises(ValueError, match=want):
         ekm.write(bad, tmp_path / "bad.ekm")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ekm"]
 
