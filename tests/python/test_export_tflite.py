@@ -346,3 +346,42 @@ def test_bad_input_is_a_value_error(tmp_path):
                         (tflite.export(_int4_model(), out), out.read_bytes())[1], "ref")
     with pytest.raises(ValueError, match="shape"):
         st.step({"x": np.zeros((1, 2, 64), np.float32)})
+
+
+ZOO = [(n, r) for n in ("conmer", "conformer", "rnnt", "nwc", "nwc-cmrl")
+       for r in ("int8", "int4", "mixed")]
+FAST = {("conmer", "int8")}
+
+
+def _zoo_ir(name: str, recipe: str) -> ir.Model:
+    import torch
+
+    from edgekit import models
+    from edgekit.compress import compress
+    from edgekit.export.lower import lower, zoo_graphs
+
+    torch.manual_seed(0)
+    m = models.build(name, size="tiny", seed=0)
+    args = models.info(name, "tiny")["example_input"](batch=1, seconds=0.5)
+    c = compress(m, recipe, calib=[args])
+    return lower(c, zoo_graphs(name, c))
+
+
+@pytest.mark.parametrize("name,recipe", [
+    pytest.param(n, r, marks=() if (n, r) in FAST else pytest.mark.slow) for n, r in ZOO])
+def test_zoo_model_exports_and_runs_in_both_resolvers(tmp_path, name, recipe):
+    pytest.importorskip("torch")
+    m = _zoo_ir(name, recipe)
+    rep = tflite.export(m, tmp_path / "model.tflite")
+    assert rep["layers"] and all(l["bits"] in (2, 4, 8) for l in rep["layers"])
+    for g in m.graphs:
+        info = rep["graphs"][g]
+        assert min(info["layer_snr_db"].values(), default=99) > 15, info["layer_snr_db"]
+        for want, got in _compare(m, tmp_path / f"model{'' if len(m.graphs) == 1 else '.' + g}"
+                                  ".tflite", _feeds(m, steps=2, g=g), g=g):
+            for n in m.graphs[g].outputs:
+                assert tflite.snr_db(got["ref"][n], got["default"][n]) > 25, (g, n)
+                assert tflite.snr_db(want[n], got["default"][n]) > ZOO_MIN_SNR[recipe], (g, n)
+
+
+ZOO_MIN_SNR = {"int8": 20, "int4": 10, "mixed": 10}
