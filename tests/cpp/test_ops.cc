@@ -265,22 +265,23 @@ void qconv_case(Runner& R, const ConvCase& c, uint64_t seed) {
           }
         }
       }
-  std::vector<float> scale(Tout, xs);
+  std::vector<float> scale(static_cast<size_t>(c.groups) * Tout, xs);  // per (group, position)
   if (c.mode == 1)
-    for (int o = 0; o < Tout; ++o) {
-      float amax = 0.0f;
-      for (int grp = 0; grp < c.groups; ++grp)
+    for (int grp = 0; grp < c.groups; ++grp)
+      for (int o = 0; o < Tout; ++o) {
+        float amax = 0.0f;
         for (const Hit& h : hits[grp * Tout + o]) amax = std::max(amax, std::fabs(x.f()[h.ci * c.T + h.t]));
-      scale[o] = dyn_scale(amax);
-    }
+        scale[grp * Tout + o] = dyn_scale(amax);
+      }
   const int32_t zp = c.mode ? 0 : c.zp;
   std::vector<float> want(static_cast<size_t>(c.Cout) * Tout);
   for (int co = 0; co < c.Cout; ++co)
     for (int o = 0; o < Tout; ++o) {
       std::vector<int64_t> acc(lw.ngroups(), 0);
+      const float s = scale[(co / Og) * Tout + o];
       for (const Hit& h : hits[(co / Og) * Tout + o])
-        acc[group_of(lw, h.col)] += (int64_t{q8(x.f()[h.ci * c.T + h.t], scale[o], zp)} - zp) * lw.weight(co, h.col);
-      want[static_cast<size_t>(co) * Tout + o] = epilogue(lw, co, acc, scale[o], b.f());
+        acc[group_of(lw, h.col)] += (int64_t{q8(x.f()[h.ci * c.T + h.t], s, zp)} - zp) * lw.weight(co, h.col);
+      want[static_cast<size_t>(co) * Tout + o] = epilogue(lw, co, acc, s, b.f());
     }
   const std::string what = std::string(c.transposed ? "qconv_transpose1d" : "qconv1d") + " Cin=" +
                            std::to_string(c.Cin) + " T=" + std::to_string(c.T) + " Cout=" + std::to_string(c.Cout) +
@@ -401,10 +402,12 @@ void check_qops(Tally& t, const std::vector<VariantEntry>& variants) {
       {false, 6, 14, 9, 2, 3, 1, 2, 1, 3, 3, 0, 0, 3, Sparsity::kDense},     // grouped, strided
       {false, 40, 9, 24, 3, 1, 1, 1, 1, 1, 8, 64, 1, 0, Sparsity::kNM},      // dynamic, 2 weight groups
       {false, 32, 7, 32, 7, 1, 3, 3, 1, 32, 8, 0, 1, 0, Sparsity::kDense},   // dynamic depthwise
+      {false, 12, 10, 6, 3, 2, 1, 1, 1, 3, 4, 0, 1, 0, Sparsity::kDense},    // dynamic grouped
       {true, 4, 7, 6, 4, 2, 1, 1, 1, 1, 8, 0, 0, -7, Sparsity::kDense},
       {true, 4, 5, 6, 3, 3, 0, 2, 2, 2, 4, 0, 0, 11, Sparsity::kBitmap},
       {true, 3, 6, 3, 4, 2, 1, 0, 1, 3, 8, 0, 0, 0, Sparsity::kDense},       // depthwise upsampler
       {true, 8, 5, 4, 5, 4, 2, 3, 1, 1, 5, 0, 1, 0, Sparsity::kDense},       // dynamic
+      {true, 6, 4, 9, 3, 2, 1, 1, 2, 3, 8, 0, 1, 0, Sparsity::kDense},       // dynamic grouped
   };
   for (const ConvCase& c : convs) qconv_case(R, c, seed++);
   qlstm_case(R, 4, 10, 6, 8, 0, true, seed++);

@@ -7,8 +7,8 @@
 // when that division is exact and in range, else x_zp. So both ops share one GEMM with the
 // packed (Cout, Cin/g·k) weight of compress.layers.weight_2d, and no float weight exists.
 //
-// Dynamic activations (act_mode 1) use one grid per output position: the max |x| over its
-// whole receptive field (all groups), so every group's row at that position shares a scale.
+// Dynamic activations (act_mode 1) use one grid per im2col row, i.e. per (group, output
+// position): the max |x| over the values of that group reaching that position.
 #include <algorithm>
 #include <cmath>
 
@@ -96,7 +96,7 @@ struct Layout {
   int8_t* col;     // (G, Tout, Cg·k)
   int32_t* acc;    // (Tout, Cout, ngroups)
   float* stage;    // (Tout, Cout): the epilogue's row-major output before the transpose
-  float* row_scale;
+  float* row_scale;  // (G, Tout) dynamic grid
   QGemm g;
   size_t bytes;
 };
@@ -108,7 +108,7 @@ Layout layout(void* base, const Geometry& ge, const PackedLinear& w, const kerne
   l.col = c.take<int8_t>(static_cast<size_t>(ge.G * ge.Tout * ge.Kg()));
   l.acc = c.take<int32_t>(static_cast<size_t>(ge.Tout * ge.Cout) * w.ngroups);
   l.stage = c.take<float>(static_cast<size_t>(ge.Tout * ge.Cout));
-  l.row_scale = c.take<float>(static_cast<size_t>(ge.Tout));
+  l.row_scale = c.take<float>(static_cast<size_t>(ge.G * ge.Tout));
   l.g = carve_qgemm(c, w, v, threads, static_cast<int>(ge.Tout));
   l.g.w = &w;
   l.bytes = c.used();
@@ -153,17 +153,18 @@ Status eval_common(const OpContext& ctx, bool transposed) {
     quantize_static(xf, ge.Cin * ge.T, ctx.floats[0], zp, l.xq);
     im2col(ge, static_cast<int8_t>(zp), l.col, [&](int64_t c, int64_t t, int64_t) { return l.xq[c * ge.T + t]; });
   } else {
-    for (int64_t m = 0; m < ge.Tout; ++m) {
-      float amax = 0.0f;
-      for (int64_t c = 0; c < ge.Cin; ++c)
-        for (int64_t tap = 0; tap < ge.k; ++tap) {
-          const int64_t t = ge.src(m, tap);
-          if (t >= 0) amax = std::max(amax, std::fabs(xf[c * ge.T + t]));
-        }
-      l.row_scale[m] = dynamic_scale(amax);
-    }
+    for (int64_t grp = 0; grp < ge.G; ++grp)
+      for (int64_t m = 0; m < ge.Tout; ++m) {
+        float amax = 0.0f;
+        for (int64_t c = grp * ge.Cg; c < (grp + 1) * ge.Cg; ++c)
+          for (int64_t tap = 0; tap < ge.k; ++tap) {
+            const int64_t t = ge.src(m, tap);
+            if (t >= 0) amax = std::max(amax, std::fabs(xf[c * ge.T + t]));
+          }
+        l.row_scale[grp * ge.Tout + m] = dynamic_scale(amax);
+      }
     im2col(ge, 0, l.col, [&](int64_t c, int64_t t, int64_t m) {
-      return quantize_one(xf[c * ge.T + t], 1.0f / l.row_scale[m], 0.0f);
+      return quantize_one(xf[c * ge.T + t], 1.0f / l.row_scale[(c / ge.Cg) * ge.Tout + m], 0.0f);
     });
   }
   const int M = static_cast<int>(ge.Tout);
@@ -174,7 +175,9 @@ Status eval_common(const OpContext& ctx, bool transposed) {
   } else {
     const size_t row = static_cast<size_t>(w.N) * w.ngroups;
     for (int m = 0; m < M; ++m)
-      kernels::epilogue_f32(w, l.acc + m * row, 1, l.row_scale[m], bias, l.stage + static_cast<size_t>(m) * w.N);
+      for (int64_t grp = 0; grp < ge.G; ++grp)
+        epilogue_rows_f32(w, l.acc + m * row, static_cast<int>(grp * ge.Og), static_cast<int>((grp + 1) * ge.Og),
+                          l.row_scale[grp * ge.Tout + m], bias, l.stage + static_cast<size_t>(m) * w.N);
   }
   float* y = ctx.outputs[0]->f();
   for (int64_t m = 0; m < ge.Tout; ++m)
