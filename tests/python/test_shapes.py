@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from edgekit.export import ir, shapes
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
 
 P = "packed"
 
