@@ -6,6 +6,7 @@ runtime when it is built.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 
@@ -65,7 +66,7 @@ def _io(model: ir.Model, names) -> list[dict]:
 def _arena(path: str, graphs) -> dict:
     """graph -> (arena bytes from the C++ runtime, or None and why there are none)."""
     try:
-        from edgekit import runtime
+        runtime = importlib.import_module("edgekit.runtime")
         Session = runtime.Session
         built = runtime.available() if hasattr(runtime, "available") else True
     except (ImportError, AttributeError):
