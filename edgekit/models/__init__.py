@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from edgekit.models import conformer, nwc, rnnt
+from edgekit.models.weights import loader as weights
 from edgekit.models.common import (
     BLANK,
     N_MELS,
@@ -42,7 +43,7 @@ _CONFIGS = {"rnnt": rnnt.RNNTConfig, "conformer": conformer.ConformerConfig,
             "conmer": conformer.ConformerConfig}
 
 __all__ = [
-    "BLANK", "SIZES", "build", "names", "info", "ctc_greedy_decode", "rnnt_greedy_decode",
+    "BLANK", "SIZES", "build", "names", "info", "pretrained_info", "ctc_greedy_decode", "rnnt_greedy_decode",
 ]
 
 
@@ -58,11 +59,18 @@ def _check(name: Any, size: Any) -> None:
         raise ValueError(f"unknown size {size!r} for {name}; valid sizes: {', '.join(SIZES)}")
 
 
-def build(name: str, size: str = "tiny", seed: int = 0, **config: Any) -> nn.Module:
+def build(name: str, size: str = "tiny", seed: int = 0, pretrained: bool | None = None,
+          **config: Any) -> nn.Module:
     """Build zoo model `name` at `size` with weights drawn from `seed`, in eval mode.
 
     `config` overrides fields of the ASR models' config dataclass (RNNTConfig,
     ConformerConfig), e.g. `chunk_frames=64`; NWC takes none (its spec is fixed).
+
+    `pretrained`: None (default) loads the shipped trained checkpoint
+    `weights/<name>-<size>.pt` when one exists and its tensor shapes fit the built model (a
+    shape-changing `config` override keeps the seeded random weights); True requires it
+    (ValueError if missing or unfit); False never loads it. Loaded weights replace the seeded
+    ones entirely, so `seed` then changes nothing. See `pretrained_info`.
 
     The global torch RNG is left untouched (the build runs in a forked RNG), so building a
     model never changes what the caller's own random calls return.
@@ -82,10 +90,20 @@ def build(name: str, size: str = "tiny", seed: int = 0, **config: Any) -> nn.Mod
         low = 0 if key == "left_chunks" else 1  # every other field is a size or count
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} option {key} must be an int >= {low}, got {value!r}")
+    if pretrained not in (None, True, False):
+        raise ValueError(f"pretrained must be None, True or False, got {pretrained!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _BUILDERS[name](size, **config)
+    if pretrained is not False:
+        weights.load_into(model, name, size, required=pretrained is True)
     return model.eval()
+
+
+def pretrained_info(name: str, size: str = "tiny") -> dict[str, Any] | None:
+    """The sidecar record of the shipped checkpoint (data, metrics, sha256), or None."""
+    _check(name, size)
+    return weights.info(name, size)
 
 
 def _example_input(name: str, model: nn.Module) -> Callable[..., tuple]:

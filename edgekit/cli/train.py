@@ -1,0 +1,85 @@
+"""`edgekit train`: train a zoo model on a corpus directory (see docs/training.md)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgekit import EdgekitError
+
+QAT_METHODS = ("s8bqat", "gq")
+
+
+def qat_hooks(method: str, model, recipe: str | None):
+    """(model, regularizer, callbacks) from the QAT package, or a clear error until it lands.
+
+    Contract for `edgekit.compress.qat.prepare(method, model, recipe) -> (model, regularizer,
+    callbacks)`: the regularizer and callbacks are those of `edgekit.train.loop.train`.
+    """
+    try:
+        from edgekit.compress.qat import prepare
+    except ImportError:
+        raise EdgekitError(f"--qat {method} is not available yet (edgekit.compress.qat has not "
+                           "landed)") from None
+    return prepare(method, model, recipe)
+
+
+@click.command("train")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
+              help="Corpus directory from 'edgekit data synth'.")
+@click.option("--size", default="tiny", show_default=True, type=click.Choice(["tiny", "small"]))
+@click.option("-o", "--out", "out_path", default=None, type=click.Path(dir_okay=False),
+              help="Checkpoint file (default: MODEL-SIZE.pt in the current directory).")
+@click.option("--steps", type=int, default=None, help="Optimizer steps.")
+@click.option("--epochs", type=float, default=None, help="Passes over the train split "
+              "(alternative to --steps).")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--warmup", type=int, default=300, show_default=True)
+@click.option("--eval-every", type=int, default=500, show_default=True,
+              help="Score the dev split and checkpoint every N steps (and at the end).")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--recipe", default=None, help="Compression recipe for QAT (name or YAML).")
+@click.option("--qat", type=click.Choice(QAT_METHODS), default=None,
+              help="Quantization-aware training method.")
+def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, lr, warmup,
+              eval_every, threads, seed, recipe, qat) -> None:
+    """Train zoo MODEL (conformer, conmer, rnnt) with CTC or the transducer loss."""
+    from edgekit import models
+    from edgekit.data.dataset import read_manifest
+    from edgekit.train.loop import TrainConfig
+    from edgekit.train.run import ASR_MODELS, fit
+
+    if model_name not in ASR_MODELS:
+        raise EdgekitError(f"cannot train {model_name!r}: training is implemented for "
+                           f"{', '.join(ASR_MODELS)}")
+    if (steps is None) == (epochs is None):
+        raise EdgekitError("give exactly one of --steps and --epochs")
+    if recipe and not qat:
+        raise EdgekitError("--recipe needs --qat (training a post-training-quantized model "
+                           "would undo its rounding)")
+    try:
+        n_train = len(read_manifest(data_dir, "train"))
+        if epochs is not None:
+            if not epochs > 0:
+                raise ValueError(f"--epochs must be > 0, got {epochs}")
+            steps = max(1, round(epochs * n_train / max(1, batch_size)))
+        cfg = TrainConfig(steps=steps, lr=lr, warmup=min(warmup, steps), eval_every=eval_every,
+                          threads=threads, log_every=50)
+        model = models.build(model_name, size, seed=seed, pretrained=False)
+        regularizer, callbacks = None, ()
+        if qat:
+            model, regularizer, callbacks = qat_hooks(qat, model, recipe)
+        out = out_path or f"{model_name}-{size}.pt"
+        result = fit(model_name, size, data_dir, out, cfg, batch_size=batch_size, seed=seed,
+                     model=model, recipe=recipe, regularizer=regularizer, callbacks=callbacks,
+                     log=lambda row: click.echo(json.dumps(row)))
+    except ValueError as exc:
+        raise EdgekitError(str(exc)) from None
+    except OSError as exc:
+        raise EdgekitError(f"training failed on a file: {exc}") from None
+    click.echo(f"wrote {out} after {result.step} steps ({result.seconds:.0f} s): "
+               + json.dumps(result.metrics))

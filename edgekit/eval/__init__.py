@@ -1,0 +1,126 @@
+"""Evaluate a zoo model, a training checkpoint or an exported artifact on a corpus split.
+
+    from edgekit.eval import evaluate
+    r = evaluate("conformer", "data/", split="test")            # shipped weights, greedy
+    r = evaluate("conformer", "data/", recipe="int4")            # compressed first
+    r = evaluate("ckpt.pt", "data/") ; evaluate("out/model.ekm", "data/")
+    r["accuracy"]   # the block `edgekit bench` results carry (docs/training.md)
+
+ASR: WER/CER with greedy decoding (full utterance, or `streaming=True` for the `step` path;
+artifacts always stream). Codec: SNR, SI-SNR, STOI, PESQ-WB and bitrate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgekit import models
+from edgekit.data.dataset import SpeechDataset
+
+__all__ = ["evaluate", "load_target"]
+
+
+def _calib(name: str, data_dir, n: int = 8) -> list:
+    ds = SpeechDataset(data_dir, "train", limit=n)
+    if name.startswith("nwc"):
+        return [ds.wave(i)[None] for i in range(len(ds))]
+    if name == "rnnt":
+        return [(ds[i]["feats"][None], ds[i]["tokens"][None]) for i in range(len(ds))]
+    return [ds[i]["feats"][None] for i in range(len(ds))]
+
+
+def load_target(target: str, size: str = "tiny", recipe: str | None = None,
+                data_dir=None) -> tuple[str, object, dict]:
+    """Resolve `target` to (zoo model name, nn.Module or Runner, description).
+
+    A zoo name builds the model (shipped trained weights when they exist); a `.pt` is an
+    `edgekit train` checkpoint; `.ekm`/`.onnx`/`.tflite` open a runner. `recipe` compresses
+    a PyTorch model first (calibrated on 8 train utterances of `data_dir`).
+    """
+    from edgekit.eval.runners import RUNNERS, open_runner
+    from edgekit.train.loop import load_checkpoint
+
+    path = Path(target)
+    if target in models.names():
+        name = target
+        model = models.build(name, size)
+        info = models.pretrained_info(name, size)
+        desc = {"source": "zoo", "name": name, "size": size,
+                "weights": "trained" if info else "random (no checkpoint ships)"}
+    elif path.suffix == ".pt":
+        ckpt = load_checkpoint(path)
+        meta = ckpt.get("meta") or {}
+        name, size = meta.get("model"), meta.get("size", size)
+        if name not in models.names():
+            raise ValueError(f"{path}: checkpoint does not say which zoo model it holds")
+        model = models.build(name, size, pretrained=False, **_overrides(meta, name, size))
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: weights do not fit {name} {size}: {exc}") from None
+        desc = {"source": "checkpoint", "path": str(path), "name": name, "size": size,
+                "step": ckpt.get("step")}
+    elif path.suffix.lower() in (*RUNNERS, ".onnx", ".tflite"):
+        return "artifact", open_runner(path), {"source": "artifact", "path": str(path)}
+    else:
+        raise ValueError(f"{target!r} is neither a zoo model ({', '.join(models.names())}) "
+                         "nor a .pt/.ekm/.onnx/.tflite file")
+    if recipe:
+        from edgekit.compress import compress
+
+        if data_dir is None:
+            raise ValueError("compressing with a recipe needs calibration data")
+        model = compress(model, recipe, calib=_calib(name, data_dir)).eval()
+        desc["recipe"] = recipe
+    return name, model.eval(), desc
+
+
+def _overrides(meta: dict, name: str, size: str) -> dict:
+    """Config fields of a checkpoint that differ from the zoo default (e.g. chunk_frames)."""
+    saved = meta.get("config") or {}
+    if not saved or name.startswith("nwc"):
+        return {}
+    default = vars(models.build(name, size, pretrained=False).cfg)
+    return {k: v for k, v in saved.items() if k in default and k != "attention"
+            and default[k] != v}
+
+
+def evaluate(target: str, data_dir, split: str = "test", size: str = "tiny",
+             recipe: str | None = None, streaming: bool = False,
+             limit: int | None = None, threads: int = 1) -> dict:
+    """Score `target` on `split` of the corpus at `data_dir`; see the module docstring.
+
+    Returns {"target", "split", "data", "accuracy": {...}, "examples"?}.
+    """
+    from edgekit.eval.asr import evaluate_asr
+    from edgekit.eval.codec import evaluate_codec
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _evaluate(target, data_dir, split, size, recipe, streaming, limit)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _evaluate(target, data_dir, split, size, recipe, streaming, limit) -> dict:
+    from edgekit.eval.asr import evaluate_asr
+    from edgekit.eval.codec import evaluate_codec
+
+    name, model, desc = load_target(target, size, recipe, data_dir)
+    ds = SpeechDataset(data_dir, split)
+    if name.startswith("nwc"):
+        res = evaluate_codec(model, ds, limit=50 if limit is None else limit,
+                             streaming=streaming)
+        task, examples = "codec", None
+    else:
+        res = evaluate_asr(model, ds, streaming=streaming, limit=limit)
+        task, examples = "asr", res.pop("examples")
+    accuracy = {"task": task, "dataset": str(data_dir), "split": split, **res,
+                "model": desc}
+    out = {"target": str(target), "split": split, "data": str(data_dir), "accuracy": accuracy}
+    if examples:
+        out["examples"] = examples
+    return out
