@@ -63,6 +63,10 @@ def _register() -> None:
     cli.add_command(devices.devices)
     cli.add_command(report.report)
     cli.add_command(compare.compare)
+    from edgekit.cli import data, eval as eval_, train
+    cli.add_command(data.data)
+    cli.add_command(train.train_cmd)
+    cli.add_command(eval_.eval_cmd)
 
 
 _register()
