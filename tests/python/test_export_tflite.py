@@ -111,6 +111,23 @@ def test_qlinear_matches_reference_within_one_lsb(tmp_path, bits, bias):
     assert rep["graphs"]["step"]["float_ops"] == {}
 
 
+def test_group_scaled_qlinear_is_one_fc_per_group_and_matches_reference(tmp_path):
+    rng = np.random.default_rng(2)
+    g = G()
+    g.add("x", "f32", (1, 6, 160), "input")
+    g.add("w", "packed", (24, 160), "const", _packed(rng, 24, 160, 4, group_size=64))
+    g.add("b", "f32", (24,), "const", rng.standard_normal(24).astype(np.float32))
+    g.add("y", "f32", (1, 6, 24))
+    g.op("qlinear", ["x", "w", "b"], ["y"], [0, 0], [0.02])
+    m = g.model(["x"], ["y"])
+    feeds = _feeds(m)
+    rep = tflite.export(m, tmp_path / "g.tflite", calib=feeds)
+    assert rep["layers"][0]["k_groups"] == 3 and rep["layers"][0]["exact"]
+    for want, got in _compare(m, tmp_path / "g.tflite", feeds):
+        for r in RESOLVERS:
+            assert tflite.snr_db(want["y"], got[r]["y"]) > 35
+
+
 def _conv_len(T, stride, pl, pr, dil, k):
     return (T + pl + pr - dil * (k - 1) - 1) // stride + 1
 
@@ -158,12 +175,13 @@ def test_qconv_transpose1d_matches_reference_within_one_lsb(tmp_path, stride, pa
 
 def test_qlstm_keeps_state_as_graph_io_and_matches_reference(tmp_path):
     rng = np.random.default_rng(3)
-    T, I, H = 5, 12, 8
+    T, I, H = 5, 12, 128
     g = G()
     x = g.add("x", "f32", (1, T, I), "input")
     h, c = g.add("h", "f32", (1, H), "state"), g.add("c", "f32", (1, H), "state")
     wih = g.add("wih", "packed", (4 * H, I), "const", _packed(rng, 4 * H, I, 8))
-    whh = g.add("whh", "packed", (4 * H, H), "const", _packed(rng, 4 * H, H, 4))
+    # Group scales in the loop body: two FCs whose partial grids are calibrated over all steps.
+    whh = g.add("whh", "packed", (4 * H, H), "const", _packed(rng, 4 * H, H, 4, group_size=64))
     bih = g.add("bih", "f32", (4 * H,), "const", 0.1 * rng.standard_normal(4 * H).astype(np.float32))
     for n, s in (("y", (1, T, H)), ("hn", (1, H)), ("cn", (1, H))):
         g.add(n, "f32", s)
@@ -174,6 +192,7 @@ def test_qlstm_keeps_state_as_graph_io_and_matches_reference(tmp_path):
     info = rep["graphs"]["step"]
     assert info["inputs"] == ["x", "h", "c"] and info["outputs"] == ["y", "hn", "cn"]
     assert "WHILE" not in info["float_ops"] and {l["weight"] for l in rep["layers"]} == {"wih", "whh"}
+    assert all(l["exact"] for l in rep["layers"])
     for want, got in _compare(m, tmp_path / "l.tflite", feeds):
         for r in RESOLVERS:
             assert tflite.snr_db(want["y"], got[r]["y"]) > 30
@@ -306,7 +325,11 @@ def test_widths_widening_and_requantization_are_reported():
     # A non-uniform table whose entries share a divisor stays exact at INT4 (scale x 16).
     p = weights.plan(_packed(rng, 8, 64, 4, codebook=np.arange(-8, 8) * 16), "fc")
     assert (p.bits, p.exact) == (4, True)
-    p = weights.plan(_packed(rng, 8, 128, 4, group_size=64), "fc")
+    grouped = _packed(rng, 8, 160, 4, group_size=64)
+    p = weights.plan(grouped, "fc")  # one FC per K group: exact
+    assert p.exact and p.report()["k_groups"] == 3
+    np.testing.assert_array_equal(p.dequantized(), weights.dequantize(grouped))
+    p = weights.plan(grouped, "conv")  # a conv's K mixes channels and taps: re-quantized
     assert not p.exact and p.weight_snr_db > 10
     assert weights.plan(_packed(rng, 8, 64, 4), "fc", min_bits=8).bits == 8
     assert weights.plan(_packed(rng, 8, 64, 2), "fc", min_bits=4).bits == 4

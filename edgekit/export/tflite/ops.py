@@ -69,6 +69,7 @@ class Emitter:
         self.layers: list[dict] = []
         self.key = ""
         self.main_sg = self.sg
+        self.body_probes: list[tuple[str, int]] = []
         self.lsb: dict[int, float] = {}  # DEQUANTIZE outputs: the int8 step they come from
 
     # ---- tensors -------------------------------------------------------------------------
@@ -99,11 +100,24 @@ class Emitter:
     def f32(self, name: str, values) -> int:
         return self.sg.const(name, np.asarray(values, np.float32), "f32")
 
+    @staticmethod
+    def mb_shape(sg, index: int) -> tuple[int, ...]:
+        return sg.shapes[index]
+
+    @staticmethod
+    def mb_dtype(sg, index: int) -> str:
+        return sg.dtypes[index]
+
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.m.tensors[name].shape)
 
     def probe(self, key: str, index: int) -> None:
-        self.probes[key] = index
+        """Remember a tensor to read after a run. Inside a loop body (not readable after
+        the run) the LSTM emitter collects them per step instead (`body_probes`)."""
+        if self.sg is self.main_sg:
+            self.probes[key] = index
+        else:
+            self.body_probes.append((key, index))
 
     def grid(self, key: str, symmetric: bool = False) -> tuple[float, int]:
         if key not in self.ranges:
@@ -218,31 +232,25 @@ class Emitter:
 
     # ---- quantized and float layers --------------------------------------------------------
     def op_qlinear(self, op: ir.Op) -> None:
+        from edgekit.export.tflite import fc
+
         x, w, b = op.inputs
         act_mode, x_zp = op.ints
-        xs, N = self.shape(x), self.shape(w)[0]
-        out_shape = self.shape(op.outputs[0])
+        xs, ys = self.shape(x), self.shape(op.outputs[0])
         p = self.weight_plan(w, "fc")
-        fc = builder._fb().FullyConnectedOptionsT()
-        fc.keepNumDims = True
         if self.calibrating:
+            self.probe(self.key + "/in", self.tin(x))
             xin = (self.fake_quant(self.tin(x), xs, (op.floats[0], x_zp), op.name + "/x")
                    if act_mode == 0 else self.tin(x))
-            self.probe(self.key + "/in", self.tin(x))
-            wf = self.f32(w + "/f32", p.dequantized())
-            bf = -1 if b is None else self.tin(b)
-            y = self.tout(op.outputs[0])
-            self.op("FULLY_CONNECTED", [xin, wf, bf], [y], fc)
-            self.probe(self.key + "/out", y)
+            fc.emit(self, op.name, xin, xs, p, b, None, self.key, ys, w)
+            # The twin's float result is the IR output (a same-shape RESHAPE names it).
+            self.reshape(self.probes[self.key + "/out"], ys, op.name + "/y",
+                         self.tout(op.outputs[0]))
             return
         qin = (op.floats[0], x_zp) if act_mode == 0 else self.grid(self.key + "/in", True)
         xq = self.quantize(self.tin(x), xs, qin, op.name + "/xq")
-        wq = self.int_weight(w, p, p.q, p.q.shape, 0)
-        bq = self.int_bias(op.name + "/bias", b, qin[0], p.scale)
-        yq = self.new(op.name + "/yq", out_shape, "i8", self.grid(self.key + "/out"))
-        self.op("FULLY_CONNECTED", [xq, wq, bq], [yq], fc)
-        self.probe(self.key + "/out_q", yq)
-        self.dequantize(yq, out_shape, op.name + "/y", self.tout(op.outputs[0]))
+        yq = fc.emit(self, op.name, xq, xs, p, b, qin, self.key, ys, w)
+        self.dequantize(yq, ys, op.name + "/y", self.tout(op.outputs[0]))
         self.record_layer(op, p, "FULLY_CONNECTED", w)
 
     def op_linear(self, op: ir.Op) -> None:

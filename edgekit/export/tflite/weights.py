@@ -25,24 +25,37 @@ class WeightPlan:
     """Integer weights (N, K) in [-2^(bits-1), 2^(bits-1)-1] with per-row float scales."""
 
     q: np.ndarray        # int8 (N, K)
-    scale: np.ndarray    # float64 (N,), > 0
+    scale: np.ndarray    # float64 (N,) > 0; (N, G) when group_size > 0
     bits: int            # stored width: 2, 4 or 8
     ir_bits: int
     exact: bool          # q * scale equals the IR's dequantized weight in float32
     weight_snr_db: float | None  # None when exact
     sparsity: float
+    group_size: int = 0  # > 0: one FULLY_CONNECTED per group of K columns, summed
 
     @property
     def dtype(self) -> str:
         return {8: "i8", 4: "int4", 2: "int2"}[self.bits]
 
+    def groups(self) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+        """(k0, k1, q[:, k0:k1], scale per row) per K group (one group when ungrouped)."""
+        K = self.q.shape[1]
+        if not self.group_size:
+            return [(0, K, self.q, self.scale)]
+        return [(k0, min(k0 + self.group_size, K), self.q[:, k0:k0 + self.group_size],
+                 self.scale[:, j]) for j, k0 in enumerate(range(0, K, self.group_size))]
+
     def dequantized(self) -> np.ndarray:
-        return (self.q.astype(np.float64) * self.scale[:, None]).astype(np.float32)
+        out = np.empty(self.q.shape, np.float32)
+        for k0, k1, q, sc in self.groups():
+            out[:, k0:k1] = q.astype(np.float64) * sc[:, None]
+        return out
 
     def report(self) -> dict:
         return {"ir_bits": self.ir_bits, "bits": self.bits, "widened": self.bits > self.ir_bits,
                 "exact": self.exact, "weight_snr_db": self.weight_snr_db,
-                "sparsity": round(self.sparsity, 4)}
+                "sparsity": round(self.sparsity, 4),
+                "k_groups": len(self.groups()) if self.group_size else 1}
 
 
 def ir_weight(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -104,14 +117,26 @@ def plan(data: bytes, kind: str, *, lossless: bool = False, min_bits: int | None
     want = next((w for w in widths if w >= bits), widths[-1])
     sparsity = float(np.mean(vals == 0)) if vals.size else 0.0
     ref = (scales[:, gcol] * vals.astype(np.float32)).astype(np.float32)
-    if scales.shape[1] == 1:
+    G = scales.shape[1]
+    gs = int(gcol.tolist().count(0)) if G > 1 else 0
+    if G == 1 or kind == "fc":
+        # Per-group scales stay exact for FULLY_CONNECTED: one per-channel FC per group of
+        # K columns, the partial outputs summed (convs have no such split: their K mixes
+        # channels and taps).
         for w in [x for x in widths if x >= want] if lossless else [want]:
-            d = _row_divisor(vals, w)
-            if d is not None:
-                sc = scales[:, 0].astype(np.float64) * d
-                q = (vals // d[:, None]).astype(np.int8)
+            parts = []
+            for j in range(G):
+                cols = slice(j * gs, (j + 1) * gs) if G > 1 else slice(None)
+                d = _row_divisor(vals[:, cols], w)
+                if d is None:
+                    break
+                sc = scales[:, j].astype(np.float64) * d
                 sc[sc <= 0] = 1.0  # an all-zero row: any positive scale is exact
-                return WeightPlan(q, sc, w, bits, True, None, sparsity)
+                parts.append(((vals[:, cols] // d[:, None]).astype(np.int8), sc))
+            else:
+                q = np.concatenate([p[0] for p in parts], axis=1)
+                sc = parts[0][1] if G == 1 else np.stack([p[1] for p in parts], axis=1)
+                return WeightPlan(q, sc, w, bits, True, None, sparsity, gs)
     if lossless:
         want = widths[-1]  # per-group scales: only the widest grid keeps the error smallest
     qmax = (1 << (want - 1)) - 1
