@@ -9,7 +9,6 @@ are never reported.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from edgekit.bench import facts, schema, stats
 from edgekit.bench.backends import FORMATS
 from edgekit.bench.backends import edgekit as ek
 from edgekit.bench.backends.common import Plan
-from edgekit.bench.transports.base import Transport, TransportError
+from edgekit.bench.transports.base import Transport
 
 BACKENDS = ("edgekit", "session", "onnxruntime", "litert", "torch")
 _EXT = {".ekm": "ekm", ".onnx": "onnx", ".tflite": "tflite"}

@@ -75,7 +75,8 @@ def _table(rows: list[dict], cols: list[str]) -> str:
         cells = []
         for c in cols:
             v = rw.get(c)
-            cells.append(f"<td>{'' if v is None else html.escape(f'{v:.4g}' if isinstance(v, float) else str(v))}</td>")
+            text = "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+            cells.append(f"<td>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
