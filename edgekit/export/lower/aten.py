@@ -197,6 +197,8 @@ def slice_(b: Builder, x, axis: int, start: int, end: int, step: int = 1):
     if start == 0 and end == n and step == 1:
         return x
     shape[axis] = len(range(start, end, step))
+    if shape[axis] == 0:   # an empty piece (e.g. "all frames but the last" of one frame):
+        return Const(torch.zeros(shape))   # §2.2 has no empty tensors; concat drops it
     return b.op1("slice", [x], tuple(shape), b.val(x).dtype, ints=[axis, start, end, step])
 
 

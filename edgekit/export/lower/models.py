@@ -73,3 +73,37 @@ def module_graphs(model: nn.Module, input_shape: tuple[int, ...]) -> list[GraphS
     n = len(y) if isinstance(y, (tuple, list)) else 1
     outs = ["y"] if n == 1 else [f"y{i}" for i in range(n)]
     return [GraphSpec("forward", "forward", (x,), ["x"], outs)]
+
+
+def example_feeds(name: str | None, model: nn.Module, specs: list[GraphSpec], steps: int,
+                  seed: int = 0) -> dict[str, list[dict]]:
+    """Per graph, `steps` consecutive feeds {input name: np.ndarray} built from the zoo's
+    example inputs (`seed`); for RNN-T the joiner gets real encoder and predictor outputs.
+    A user module (name None) gets N(0, 1) inputs."""
+    from edgekit import models
+    feeds: dict[str, list[dict]] = {}
+    if name is None:
+        g = torch.Generator().manual_seed(seed)
+        spec = specs[0]
+        return {spec.name: [{"x": torch.randn(spec.args[0].shape, generator=g).numpy()}
+                            for _ in range(steps)]}
+    ex = models.info(name, "tiny")["example_input"]   # the input generator ignores the size
+    first = specs[0]
+    chunk = first.args[0].shape[1]
+    rate = nwc.SAMPLE_RATE if name.startswith("nwc") else 100
+    args = ex(batch=1, seconds=(steps * chunk + 1) / rate, seed=seed)
+    x = args[0]
+    feeds[first.name] = [{"chunk": x[:, i * chunk:(i + 1) * chunk].contiguous().numpy()}
+                         for i in range(steps)]
+    if name == "rnnt":
+        tokens = args[1]
+        while tokens.shape[1] < steps:
+            tokens = torch.cat([tokens, tokens], 1)
+        feeds["predictor"] = [{"token": tokens[:, i:i + 1].contiguous().numpy()}
+                              for i in range(steps)]
+        with torch.no_grad():
+            enc = model.encode(x)[0]
+            pred, _ = model.predict(tokens[:, :steps], model.init_pred_state(1))
+        feeds["joiner"] = [{"joiner.enc": enc[i % enc.shape[0]][None].numpy(),
+                            "joiner.pred": pred[0, i][None].numpy()} for i in range(steps)]
+    return feeds
