@@ -237,10 +237,9 @@ def _one(backend: str, model: Path, profile: dict, t: Transport | None, opts: Op
         runner_version = ek.check_version(t, exe, host_exe if remote else None)
         remote_model = t.push(model, "model.ekm")
         raw = ek.run_ek_run(t, exe, remote_model, plan, opts.threads, opts.seed,
-                            opts.stream, opts.per_op, opts.graph, opts.isa)
+                            opts.stream, opts.per_op, opts.graph, opts.isa,
+                            affinity=opts.affinity)
         raw["version"] = runner_version
-        if opts.affinity:
-            notes.append("--affinity applies to in-process backends only; ek-run not pinned")
     else:
         python = None
         if remote:

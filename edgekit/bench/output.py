@@ -105,3 +105,22 @@ def table(results: list[dict]):
                   _fmt(r["phases"]["load_us"], "us"), _fmt(r["phases"]["first_us"], "us"),
                   f"{rss / 1024:.1f} MiB" if rss else "-", str(st["count"]))
     return t
+
+
+def per_op_table(r: dict, top: int = 10):
+    """The `top` ops by total time of one result (edgekit runtime only), or None."""
+    if not r.get("per_op"):
+        return None
+    from rich.table import Table
+
+    ops = sorted(r["per_op"], key=lambda o: -o["total_us"])
+    total = sum(o["total_us"] for o in ops) or 1.0
+    t = Table(title=f"per-op time: {r['model']['label']} ({r['backend']['runner']}), "
+                    f"top {min(top, len(ops))} of {len(ops)}")
+    for col in ("op", "name", "calls", "total", "share"):
+        t.add_column(col, justify="right" if col in ("calls", "total", "share") else "left",
+                     overflow="fold")
+    for o in ops[:top]:
+        t.add_row(o["op"], o["name"], str(o["calls"]), _fmt(o["total_us"], "us"),
+                  f"{100 * o['total_us'] / total:.1f} %")
+    return t

@@ -48,7 +48,7 @@ def _affinity(text: str | None) -> list[int] | None:
 @click.option("-o", "--out", "out_dir", default="out/bench", show_default=True,
               type=click.Path(file_okay=False), help="Folder for the JSON results + CSV.")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
-@click.option("--affinity", default=None, help="Pin in-process backends to CPUs, e.g. 0,1.")
+@click.option("--affinity", default=None, help="Pin the runner to CPUs, e.g. 0,1 (ek-run via taskset).")
 @click.option("--warmup", type=click.IntRange(0, 1_000_000), default=5, show_default=True,
               help="Warm-up iterations (not kept).")
 @click.option("--warmup-time", type=click.FloatRange(0, 3600), default=0.0, show_default=True,
@@ -70,10 +70,11 @@ def _affinity(text: str | None) -> list[int] | None:
               help="SSH: accept an unknown host key (default: known_hosts must list it).")
 @click.option("--known-hosts", type=click.Path(dir_okay=False), default=None,
               help="SSH: known_hosts file (default ~/.ssh/known_hosts).")
+@click.option("--per-op", is_flag=True, help="Also print the top ops by time (edgekit).")
 @click.option("--quiet", is_flag=True, help="No table, no progress.")
 def bench(models, device, backend, out_dir, threads, affinity, warmup, warmup_time, min_runs,
           min_time, max_time, stream, paced, chunk_ms, graph, isa, seed,
-          insecure_accept_host_key, known_hosts, quiet):
+          insecure_accept_host_key, known_hosts, per_op, quiet):
     """Benchmark MODELS (.ekm/.onnx/.tflite files or folders) on a device.
 
     Phases load / first / steady are reported apart; every sample is kept in the JSON.
@@ -95,5 +96,11 @@ def bench(models, device, backend, out_dir, threads, affinity, warmup, warmup_ti
         results = harness.run(list(models), opts, progress=status.update)
     paths = output.write(results, out_dir)
     if not quiet:
-        Console().print(output.table(results))
+        out = Console()
+        out.print(output.table(results))
+        if per_op:
+            for r in results:
+                t = output.per_op_table(r)
+                if t is not None:
+                    out.print(t)
     click.echo(f"wrote {len(paths)} result(s) and results.csv to {out_dir}", err=True)

@@ -47,8 +47,21 @@ def test_bench_local_writes_valid_json_and_csv(model_dir, tmp_path):
     assert res["streaming"]["chunk_ms"] == 40.0
     assert res["streaming"]["rtf"] == pytest.approx(res["stats"]["p50"] / 40_000)
     assert res["device"]["cpu"]["arch"] == "x86_64"
+    r = _bench(model_dir, "--backend", "edgekit", "-o", out, "--per-op", *FAST[:-1])
+    assert r.exit_code == 0 and "per-op time" in r.output and "fake.mm" in r.output
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert rows[0]["backend"] == "edgekit" and float(rows[0]["p50_us"]) > 0
+
+
+def test_affinity_pins_ek_run(model_dir, tmp_path):
+    import shutil
+
+    if shutil.which("taskset") is None:
+        pytest.skip("taskset not installed")
+    out = tmp_path / "out"
+    r = _bench(model_dir, "--backend", "edgekit", "--affinity", "0", "-o", out, *FAST)
+    assert r.exit_code == 0, r.output
+    assert schema.load(out / "small-int8.edgekit.x86-host.json")["flags"]["affinity"] == [0]
 
 
 def test_ek_run_pilot_sizes_the_measured_run(model_dir, tmp_path):

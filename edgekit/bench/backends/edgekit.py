@@ -65,8 +65,11 @@ def parse_ek_run(stdout: str, rc: int, stderr: str = "") -> dict:
     return data
 
 
-def _invoke(t: Transport, exe: str, model: str, args: list[str], timeout: float) -> dict:
-    res = t.run([exe, model] + args, timeout)
+def _invoke(t: Transport, exe: str, model: str, args: list[str], timeout: float,
+            affinity: list[int] | None = None) -> dict:
+    # ek-run does not pin itself; util-linux / toybox `taskset` does it on Linux and Android.
+    pin = ["taskset", "-c", ",".join(map(str, affinity))] if affinity else []
+    res = t.run(pin + [exe, model] + args, timeout)
     if res.signal is not None:
         what = f"signal {res.signal}" if res.signal > 0 else "a signal"
         raise TransportError(f"ek-run was killed by {what} on the device")
@@ -105,7 +108,7 @@ def _version_of(out: str) -> str:
 
 def run_ek_run(t: Transport, exe: str, model: str, plan: Plan, threads: int, seed: int,
                stream: bool, per_op: bool, graph: str | None, isa: str | None,
-               slack_s: float = 120.0) -> dict:
+               slack_s: float = 120.0, affinity: list[int] | None = None) -> dict:
     """Pilot run (min_runs iterations) to learn the step time, then the measured run with the
     iteration count that satisfies min_time within max_time. Only the second run is kept."""
     base = ["--threads", str(threads), "--seed", str(seed), "--fill", "random"]
@@ -118,7 +121,7 @@ def run_ek_run(t: Transport, exe: str, model: str, plan: Plan, threads: int, see
     slack = slack_s  # load time and process start-up on a slow device
     pilot = _invoke(t, exe, model, base + ["--warmup", str(plan.warmup),
                                            "--iters", str(plan.min_runs)],
-                    plan.max_time_s + slack)
+                    plan.max_time_s + slack, affinity)
     per = max(sorted(pilot["iters_us"])[len(pilot["iters_us"]) // 2], 1e-3) / 1e6
     warm = max(plan.warmup, math.ceil(plan.warmup_time_s / per))
     iters = max(plan.min_runs, math.ceil(plan.min_time_s / per))
@@ -127,7 +130,7 @@ def run_ek_run(t: Transport, exe: str, model: str, plan: Plan, threads: int, see
     if per_op:
         args.append("--per-op")
     timeout = plan.max_time_s + per * warm + slack
-    data = _invoke(t, exe, model, args, timeout)
+    data = _invoke(t, exe, model, args, timeout, affinity)
     data["runner"] = "ek-run"
     data["options"] = {"warmup_iters": warm, "iters": iters, "pilot_iters": plan.min_runs}
     return data
