@@ -218,3 +218,11 @@ def test_push_cannot_escape_the_workdir(sshd, tmp_path, no_leftovers):
             with pytest.raises(TransportError, match="bad remote file name"):
                 t.push(tmp_path / "f", bad)
         assert t.push(tmp_path / "f", "a/b/f").endswith("/a/b/f")
+
+
+def test_dropped_connection_is_a_clear_error(sshd, no_leftovers):
+    t = sshd.transport()
+    t._client.get_transport().close()  # the network goes away
+    with pytest.raises(TransportError, match="closed|failed"):
+        t.run(["true"], timeout=10)
+    t.cleanup()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -92,7 +93,18 @@ class SSHTransport(Transport):
     # -- helpers -------------------------------------------------------------------------
     def _exec(self, command: str, timeout: float) -> RunResult:
         """Run a shell command line (already quoted) and wait for it, killing on timeout."""
-        chan = self._client.get_transport().open_session()
+        paramiko = _paramiko()
+        try:
+            return self._exec_raw(command, timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise TransportError(f"ssh connection to {self.where} failed: "
+                                 f"{exc or type(exc).__name__}") from None
+
+    def _exec_raw(self, command: str, timeout: float) -> RunResult:
+        transport = self._client.get_transport() if self._client else None
+        if transport is None or not transport.is_active():
+            raise TransportError(f"ssh connection to {self.where} is closed")
+        chan = transport.open_session()
         chan.exec_command(command)
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
@@ -177,7 +189,12 @@ class SSHTransport(Transport):
             return
         try:
             if self._dir is not None and self._dir.startswith(_DIR_PREFIX):
-                self._exec(f"rm -rf -- {shlex.quote(self._dir)}", timeout=30)
+                # Cleanup runs on error paths too: report a failure, never mask the error.
+                try:
+                    self._exec(f"rm -rf -- {shlex.quote(self._dir)}", timeout=30)
+                except TransportError as exc:
+                    print(f"edgekit: warning: could not remove {self._dir} on {self.where}: "
+                          f"{exc}", file=sys.stderr)
                 self._dir = None
         finally:
             if self._sftp is not None:
