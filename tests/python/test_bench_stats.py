@@ -89,23 +89,56 @@ def test_measure_phases_and_budget():
     assert out["load_us"] >= 15_000
     assert len(out["iters_us"]) == 7 and len(calls) == 1 + 3 + 7
     assert out["peak_rss_kb"] > 0
-    out = measure(lambda: (lambda: time.sleep(0.01)),
-                  Plan(warmup=0, min_runs=10**6, min_time_s=0.0, max_time_s=0.1))
-    assert 3 <= len(out["iters_us"]) <= 11  # max_time wins over min_runs
+    c = VirtualClock()
+    out = measure(lambda: c.work(10_000), Plan(warmup=2, min_runs=10**6, min_time_s=0.0,
+                                               max_time_s=0.1), clock=c, sleep=c.sleep)
+    assert len(out["iters_us"]) == 10  # max_time wins over min_runs
+    c = VirtualClock()
+    out = measure(lambda: c.work(10_000), Plan(warmup=0, warmup_time_s=0.05, min_runs=2,
+                                               min_time_s=0.3, max_time_s=9),
+                  clock=c, sleep=c.sleep)
+    assert len(out["iters_us"]) == 30  # min_time wins over min_runs
+    assert c.ns == (1 + 5 + 30) * 10_000_000  # first + 50 ms of warm-up + steady
+
+
+class VirtualClock:
+    """A clock that only moves when work is done or someone sleeps: exact paced schedules."""
+
+    def __init__(self):
+        self.ns = 0
+
+    def __call__(self):
+        return self.ns
+
+    def sleep(self, s):
+        self.ns += int(round(s * 1e9))
+
+    def work(self, us):
+        def step():
+            self.ns += int(us * 1000)
+        return step
 
 
 def test_measure_paced_mode_reports_lag():
-    # 2 ms of work per 10 ms chunk keeps up: every lag is near the work time, not growing.
-    out = measure(lambda: (lambda: time.sleep(0.002)),
-                  Plan(warmup=0, min_runs=8, min_time_s=0.0, max_time_s=5,
-                       paced_chunk_s=0.01))
-    lag = out["lag_us"]
-    assert len(lag) == 8 and min(lag) >= 2000 and max(lag) < 8000
-    # Sleeping means the run lasts about 8 chunks.
-    slow = measure(lambda: (lambda: time.sleep(0.015)),
-                   Plan(warmup=0, min_runs=6, min_time_s=0.0, max_time_s=5,
-                        paced_chunk_s=0.01))
-    assert slow["lag_us"][-1] > slow["lag_us"][0] + 15_000  # falls behind by 5 ms a chunk
+    # 2 ms of work per 10 ms chunk keeps up: every lag is the work time.
+    c = VirtualClock()
+    out = measure(lambda: c.work(2000), Plan(warmup=0, min_runs=8, min_time_s=0.0,
+                                             max_time_s=5, paced_chunk_s=0.01),
+                  clock=c, sleep=c.sleep)
+    assert out["lag_us"] == pytest.approx([2000.0] * 8)
+    assert out["lag_us"] == pytest.approx(list(stats.paced_lag(out["iters_us"], 10_000)))
+    # 15 ms per 10 ms chunk falls behind by 5 ms a chunk, as the queueing model says.
+    c = VirtualClock()
+    slow = measure(lambda: c.work(15_000), Plan(warmup=0, min_runs=6, min_time_s=0.0,
+                                                max_time_s=5, paced_chunk_s=0.01),
+                   clock=c, sleep=c.sleep)
+    assert slow["lag_us"] == pytest.approx([15_000, 20_000, 25_000, 30_000, 35_000, 40_000])
+
+
+def test_measure_paced_mode_real_clock_smoke():
+    out = measure(lambda: (lambda: None), Plan(warmup=0, min_runs=5, min_time_s=0.0,
+                                               max_time_s=5, paced_chunk_s=0.002))
+    assert len(out["lag_us"]) == 5 and min(out["lag_us"]) >= 0
 
 
 def test_plan_rejects_bad_budgets():

@@ -47,13 +47,15 @@ def peak_rss_kb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def measure(load: Callable[[], Callable[[], object]], plan: Plan) -> dict:
+def measure(load: Callable[[], Callable[[], object]], plan: Plan,
+            clock: Callable[[], int] = time.perf_counter_ns,
+            sleep: Callable[[float], None] = time.sleep) -> dict:
     """Time `load()` (returns the step callable), the first call, warm-up, then steady state.
 
     In the audio-paced mode chunk i is released at (i+1)·chunk after the start, as a
-    microphone would deliver it; `lag_us[i]` = finish − release.
+    microphone would deliver it; `lag_us[i]` = finish − release. `clock` (ns) and `sleep` (s)
+    are replaceable so tests can run the schedule on a virtual clock.
     """
-    clock = time.perf_counter_ns
     t0 = clock()
     step = load()
     load_us = (clock() - t0) / 1e3
@@ -77,7 +79,7 @@ def measure(load: Callable[[], Callable[[], object]], plan: Plan) -> dict:
                 release = start + (len(samples) + 1) * chunk_ns
                 wait = release - clock()
                 if wait > 0:
-                    time.sleep(wait / 1e9)
+                    sleep(wait / 1e9)
             t0 = clock()
             step()
             t1 = clock()
