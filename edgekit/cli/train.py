@@ -40,13 +40,16 @@ def qat_hooks(method: str, model, recipe: str | None):
 @click.option("--warmup", type=int, default=300, show_default=True)
 @click.option("--eval-every", type=int, default=500, show_default=True,
               help="Score the dev split and checkpoint every N steps (and at the end).")
+@click.option("--stop-at", type=int, default=0,
+              help="End after this step while the LR schedule still spans --steps (how a "
+              "shipped checkpoint taken mid-run is reproduced).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--recipe", default=None, help="Compression recipe for QAT (name or YAML).")
 @click.option("--qat", type=click.Choice(QAT_METHODS), default=None,
               help="Quantization-aware training method.")
 def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, lr, warmup,
-              eval_every, threads, seed, recipe, qat) -> None:
+              eval_every, stop_at, threads, seed, recipe, qat) -> None:
     """Train zoo MODEL (conformer, conmer, rnnt) with CTC or the transducer loss."""
     from edgekit import models
     from edgekit.data.dataset import read_manifest
@@ -68,7 +71,7 @@ def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, l
                 raise ValueError(f"--epochs must be > 0, got {epochs}")
             steps = max(1, round(epochs * n_train / max(1, batch_size)))
         cfg = TrainConfig(steps=steps, lr=lr, warmup=min(warmup, steps), eval_every=eval_every,
-                          threads=threads, log_every=50)
+                          threads=threads, log_every=50, stop_at=stop_at)
         model = models.build(model_name, size, seed=seed, pretrained=False)
         regularizer, callbacks = None, ()
         if qat:

@@ -41,9 +41,10 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 0  # 0: evaluate only at the end
     threads: int = 1
+    stop_at: int = 0  # >0: end after this step; the schedule still spans `steps`
 
     def __post_init__(self):
-        for key in ("steps", "warmup", "log_every", "eval_every", "threads"):
+        for key in ("steps", "warmup", "log_every", "eval_every", "threads", "stop_at"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{key} must be a non-negative int, got {value!r}")
@@ -117,7 +118,8 @@ def _train(model, batches, loss_fn, cfg, regularizer, callbacks, evaluate, check
     sums: dict[str, float] = {}
     data = _forever(batches)
     model.train()
-    for step in range(1, cfg.steps + 1):
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    for step in range(1, end + 1):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss, logged = loss_fn(model, next(data))
@@ -136,7 +138,7 @@ def _train(model, batches, loss_fn, cfg, regularizer, callbacks, evaluate, check
                     cb.on_step(model, step)
         for key, value in {"loss": loss.item(), **logged}.items():
             sums[key] = sums.get(key, 0.0) + value
-        if step % max(1, cfg.log_every) == 0 or step == cfg.steps:
+        if step % max(1, cfg.log_every) == 0 or step == end:
             n = step % max(1, cfg.log_every) or max(1, cfg.log_every)
             row = {"step": step, "lr": lr_at(step, cfg),
                    "seconds": round(time.monotonic() - start, 1),
@@ -145,7 +147,7 @@ def _train(model, batches, loss_fn, cfg, regularizer, callbacks, evaluate, check
             sums = {}
             if log:
                 log(row)
-        last = step == cfg.steps
+        last = step == end
         if evaluate and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
             if last:
                 with torch.no_grad():
