@@ -81,6 +81,8 @@ def _print(report: dict, out: str) -> None:
     from rich.table import Table
 
     con = Console()
+    if not con.is_terminal:   # piped/logged: do not fold module paths at 80 columns
+        con = Console(width=160)
     t = Table(title=f"{report['model']} · {report['recipe']} · layers")
     for col in ("name", "type", "shape", "bits", "sparsity", "stored bytes", "weight SNR dB"):
         t.add_column(col, justify="left" if col in ("name", "type") else "right",
