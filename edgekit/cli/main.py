@@ -63,6 +63,8 @@ def _register() -> None:
     cli.add_command(devices.devices)
     cli.add_command(report.report)
     cli.add_command(compare.compare)
+    from edgekit.cli.export import export
+    cli.add_command(export)
     from edgekit.cli import data, eval as eval_, train
     cli.add_command(data.data)
     cli.add_command(train.train_cmd)
