@@ -91,7 +91,7 @@ void movement(SRunner& S) {
   });
   S.expect_error("slice bounds", 53, {&x}, {1, 2, 4, 1}, {}, "needs 0 <= start < end <= 3");
   S.expect_error("slice step", 53, {&x}, {1, 0, 2, 0}, {}, "step is 0");
-  S.run("pad axis -1", 54, {&x}, {-1, 2, 1}, {-7.5f}, [&](OpRun& r) {
+  S.run("pad last axis", 54, {&x}, {2, 2, 1}, {-7.5f}, [&](OpRun& r) {
     std::vector<float> w;
     for (int o = 0; o < 6; ++o) {
       w.push_back(-7.5f), w.push_back(-7.5f);

@@ -77,9 +77,10 @@ Status check_input(const OpSignature& sig, const char* op, int i, const char* wh
 }
 
 Status norm_axis(const char* op, int64_t axis, int rank, int* out) {
-  if (axis < -rank || axis >= rank)
-    return fail(op, "axis " + std::to_string(axis) + " out of range for rank " + std::to_string(rank));
-  *out = static_cast<int>(axis < 0 ? axis + rank : axis);
+  // Exporters normalize axes (the Python shape inference, edgekit/export/shapes.py, agrees).
+  if (axis < 0 || axis >= rank)
+    return fail(op, "axis " + std::to_string(axis) + " out of range [0, " + std::to_string(rank) + ")");
+  *out = static_cast<int>(axis);
   return Status::Ok();
 }
 

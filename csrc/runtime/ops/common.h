@@ -28,7 +28,7 @@ Status check_counts(const OpSignature& sig, const char* op, int min_in, int max_
 // Input `i` present with dtype `dt` and rank `rank` (rank < 0: any).
 Status check_input(const OpSignature& sig, const char* op, int i, const char* what, DType dt,
                    int rank);
-// Axis in [-rank, rank) normalized to [0, rank).
+// Axis in [0, rank).
 Status norm_axis(const char* op, int64_t axis, int rank, int* out);
 // `v` in [lo, hi].
 Status check_range(const char* op, const char* what, int64_t v, int64_t lo, int64_t hi);

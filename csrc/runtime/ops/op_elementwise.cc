@@ -191,7 +191,7 @@ Status infer_glu(const OpSignature& sig, std::vector<TensorInfo>* outs) {
 
 Status eval_glu(const OpContext& ctx) {
   const TensorInfo& xi = ctx.inputs[0]->info;
-  const int axis = static_cast<int>(ctx.ints[0] < 0 ? ctx.ints[0] + xi.rank : ctx.ints[0]);
+  const int axis = static_cast<int>(ctx.ints[0]);
   const int64_t outer = span(xi, 0, axis), half = xi.dims[axis] / 2 * span(xi, axis + 1, xi.rank);
   const float* x = ctx.inputs[0]->cf();
   float* y = ctx.outputs[0]->f();

@@ -35,7 +35,7 @@ Status infer_gather(const OpSignature& sig, std::vector<TensorInfo>* outs) {
 template <class I>
 Status gather_t(const OpContext& ctx) {
   const TensorInfo& tab = ctx.inputs[0]->info;
-  const int axis = static_cast<int>(ctx.ints[0] < 0 ? ctx.ints[0] + tab.rank : ctx.ints[0]);
+  const int axis = static_cast<int>(ctx.ints[0]);
   const int64_t outer = span(tab, 0, axis), V = tab.dims[axis];
   const size_t row = static_cast<size_t>(span(tab, axis + 1, tab.rank)) * dtype_size(tab.dtype);
   const int64_t n = ctx.inputs[1]->info.numel();

@@ -66,7 +66,7 @@ Status infer_softmax(const OpSignature& sig, std::vector<TensorInfo>* outs) {
 
 Status eval_softmax(const OpContext& ctx) {
   const TensorInfo& xi = ctx.inputs[0]->info;
-  const int axis = static_cast<int>(ctx.ints[0] < 0 ? ctx.ints[0] + xi.rank : ctx.ints[0]);
+  const int axis = static_cast<int>(ctx.ints[0]);
   const int64_t outer = span(xi, 0, axis), L = xi.dims[axis], inner = span(xi, axis + 1, xi.rank);
   const float* x = ctx.inputs[0]->cf();
   float* y = ctx.outputs[0]->f();
@@ -110,7 +110,7 @@ Status infer_reduce_mean(const OpSignature& sig, std::vector<TensorInfo>* outs) 
 
 Status eval_reduce_mean(const OpContext& ctx) {
   const TensorInfo& xi = ctx.inputs[0]->info;
-  const int axis = static_cast<int>(ctx.ints[0] < 0 ? ctx.ints[0] + xi.rank : ctx.ints[0]);
+  const int axis = static_cast<int>(ctx.ints[0]);
   const int64_t outer = span(xi, 0, axis), L = xi.dims[axis], inner = span(xi, axis + 1, xi.rank);
   const float* x = ctx.inputs[0]->cf();
   float* y = ctx.outputs[0]->f();

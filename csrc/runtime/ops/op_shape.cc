@@ -139,7 +139,7 @@ Status infer_concat(const OpSignature& sig, std::vector<TensorInfo>* outs) {
 
 Status eval_concat(const OpContext& ctx) {
   const TensorInfo& y = ctx.outputs[0]->info;
-  const int axis = static_cast<int>(ctx.ints[0] < 0 ? ctx.ints[0] + y.rank : ctx.ints[0]);
+  const int axis = static_cast<int>(ctx.ints[0]);
   const size_t es = dtype_size(y.dtype);
   const int64_t outer = span(y, 0, axis), inner = span(y, axis + 1, y.rank);
   auto* dst = static_cast<uint8_t*>(ctx.outputs[0]->data);
@@ -173,7 +173,7 @@ Status infer_slice(const OpSignature& sig, std::vector<TensorInfo>* outs) {
 
 Status eval_slice(const OpContext& ctx) {
   const TensorInfo &x = ctx.inputs[0]->info, &y = ctx.outputs[0]->info;
-  const int axis = static_cast<int>(ctx.ints[0] < 0 ? ctx.ints[0] + x.rank : ctx.ints[0]);
+  const int axis = static_cast<int>(ctx.ints[0]);
   const int64_t start = ctx.ints[1], step = ctx.ints[3];
   const size_t es = dtype_size(x.dtype);
   const int64_t outer = span(x, 0, axis), inner = span(x, axis + 1, x.rank);
@@ -205,7 +205,7 @@ Status infer_pad(const OpSignature& sig, std::vector<TensorInfo>* outs) {
 
 Status eval_pad(const OpContext& ctx) {
   const TensorInfo &x = ctx.inputs[0]->info, &y = ctx.outputs[0]->info;
-  const int axis = static_cast<int>(ctx.ints[0] < 0 ? ctx.ints[0] + x.rank : ctx.ints[0]);
+  const int axis = static_cast<int>(ctx.ints[0]);
   const int64_t before = ctx.ints[1], after = ctx.ints[2];
   const int64_t outer = span(x, 0, axis), inner = span(x, axis + 1, x.rank), L = x.dims[axis];
   const float v = ctx.floats[0];
