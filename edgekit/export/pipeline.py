@@ -125,8 +125,10 @@ def _load_factory(spec: str) -> nn.Module:
 
 
 # -- recipe ------------------------------------------------------------------------------
-def make_recipe(cfg: ExportConfig) -> tuple[dict, str]:
-    """The recipe as a dict (for compress) and its YAML text (for META)."""
+def make_recipe(cfg: ExportConfig, model: nn.Module | None = None) -> tuple[dict, str]:
+    """The recipe as a dict (for compress) and its YAML text (for META). `--nm` applies to
+    the layers of `model` whose input width K is a multiple of M (the packed N:M layout
+    needs it); the others keep the recipe's dense rules."""
     from edgekit.compress.recipe import BUILTIN_DIR
     if cfg.recipe is not None and cfg.bits is not None:
         raise EdgekitError("give --recipe or --bits, not both")
@@ -157,17 +159,37 @@ def make_recipe(cfg: ExportConfig) -> tuple[dict, str]:
     if sparsity is not None:
         data = dict(data)
         rules = [dict(r) for r in data.get("rules") or [] if isinstance(r, dict)]
-        for r in rules:
-            r["sparsity"] = sparsity
         if sparsity["kind"] == "nm":
-            # N:M needs the input width to be a multiple of M: linears and LSTMs have it
-            rules = [{**r, "sparsity": None} for r in rules]
-            rules.insert(0, {"type": ["linear", "lstm"], "optional": True,
-                             "bits": rules[-1].get("bits", 8) if rules else 8,
-                             "sparsity": sparsity})
+            rules = _nm_rules(data, rules, model, sparsity) + rules
+        else:
+            for r in rules:
+                r["sparsity"] = sparsity
         data["rules"] = rules
         data["name"] = f"{data.get('name', 'recipe')}+{_sparsity_tag(cfg)}"
     return data, yaml.safe_dump(data, sort_keys=False)
+
+
+def _nm_rules(data: dict, rules: list[dict], model: nn.Module | None, sparsity: dict) -> list:
+    """One rule per layer whose input width K is a multiple of M: the settings the recipe
+    gives that layer, plus the N:M sparsity."""
+    from dataclasses import asdict
+
+    from edgekit.compress.layers import lstm_weight_names
+    from edgekit.compress.recipe import parse_recipe
+    if model is None:
+        return []
+    try:
+        plan = parse_recipe({**data, "rules": rules}).resolve(model)
+    except ValueError as exc:
+        raise EdgekitError(_one_line(exc)) from None
+    out = []
+    for name, mod, spec in plan:
+        ws = lstm_weight_names(mod) if isinstance(mod, nn.LSTM) else ["weight"]
+        if any(weight_2d(mod, getattr(mod, w)).shape[1] % sparsity["m"] for w in ws):
+            continue
+        settings = {k: v for k, v in asdict(spec).items() if v is not None and k != "skip"}
+        out.append({"match": [name], **settings, "sparsity": sparsity})
+    return out
 
 
 def _sparsity(cfg: ExportConfig) -> dict | None:
@@ -275,14 +297,19 @@ def _runner(fmt: str, report: dict, path: Path, model: ir.Model, graph: str, pre
 
 
 def ekm_size_check(model: ir.Model, file_bytes: int) -> dict:
-    """Issue 4 item 6: EKM bytes <= 1.05 * packed bytes + 8 KiB + float constants (each
-    counted with its 64-byte alignment, since every tensor starts on a 64-byte boundary)."""
-    packed = sum(t.nbytes for t in model.tensors.values() if t.dtype == "packed")
-    other = sum(-(-t.nbytes // 64) * 64 for t in model.tensors.values()
-                if t.kind == "const" and t.dtype != "packed")
-    limit = int(1.05 * packed + 8192 + other)
-    return {"file_bytes": file_bytes, "packed_bytes": packed, "float_const_bytes_aligned": other,
-            "limit_bytes": limit, "ok": file_bytes <= limit}
+    """Issue 4 item 6: EKM bytes <= 1.05 * Σ stored packed bytes (§1.8, `PackedWeights.nbytes`)
+    + 8 KiB + float constants (each counted with its 64-byte alignment, since every tensor
+    starts on a 64-byte boundary)."""
+    from edgekit.kernels import packing
+    packed = sum(packing.deserialize(bytes(t.data)).nbytes for t in model.tensors.values()
+                 if t.dtype == "packed")
+    floats = [t for t in model.tensors.values() if t.kind == "const" and t.dtype != "packed"]
+    aligned = sum(-(-t.nbytes // 64) * 64 for t in floats)
+    limit = int(1.05 * packed + 8192 + aligned)
+    return {"file_bytes": file_bytes, "packed_bytes": packed,
+            "float_const_bytes": sum(t.nbytes for t in floats),
+            "float_const_bytes_aligned": aligned, "limit_bytes": limit,
+            "ok": file_bytes <= limit}
 
 
 # -- the whole run -----------------------------------------------------------------------
@@ -300,7 +327,7 @@ def run_export(cfg: ExportConfig, progress: Callable = _noop) -> dict:
     if out.exists() and not out.is_dir():
         raise EdgekitError(f"output {out} exists and is not a directory")
     name, fp32, specs, calib, source = load_source(cfg)
-    recipe, recipe_text = make_recipe(cfg)
+    recipe, recipe_text = make_recipe(cfg, fp32)
     progress("compress", 0, 1)
     try:
         model = compress(fp32, recipe, calib=calib)
@@ -367,6 +394,9 @@ def _emit_and_check(cfg, fmts, model_ir, model, fp32, specs, feeds, calib_feeds,
         ref_q[spec.name] = parity.run_steps(parity.TorchRunner(model, spec), feeds[spec.name])
         ref_f[spec.name] = parity.run_steps(parity.TorchRunner(fp32, spec), feeds[spec.name])
     report: dict = {"formats": {}}
+    base = ekm_size_check(model_ir, 0)
+    # the model's own size at its bits: what every format is compared with
+    theoretical = base["packed_bytes"] + base["float_const_bytes"]
     for i, fmt in enumerate(fmts):
         progress(f"{fmt}", i, len(fmts))
         path = tmp / FILES[fmt]
@@ -377,18 +407,14 @@ def _emit_and_check(cfg, fmts, model_ir, model, fp32, specs, feeds, calib_feeds,
             backend = getattr(runner, "backend", fmt)
             got = parity.run_steps(runner, feeds[spec.name])
             par[spec.name] = parity.compare(got, ref_q[spec.name], ref_f[spec.name])
-        entry = {"file_bytes": int(rep.get("file_bytes", 0)), "backend": backend,
+        entry = {"file_bytes": int(rep.get("file_bytes", rep.get("bytes", 0))), "backend": backend,
                  "parity": par, "steps": cfg.steps,
                  "worst_snr_vs_compressed_db": parity._r(parity.worst(par)),
                  "worst_snr_vs_fp32_db": parity._r(parity.worst(par, "snr_vs_fp32_db")),
                  "widened_layers": rep.get("widened_layers", []), "emitter_report": rep}
+        entry["theoretical_bytes"] = theoretical
         if fmt == "ekm":
             entry["size_check"] = ekm_size_check(model_ir, entry["file_bytes"])
-            entry["theoretical_bytes"] = entry["size_check"]["packed_bytes"] + \
-                sum(t.nbytes for t in model_ir.tensors.values()
-                    if t.kind == "const" and t.dtype != "packed")
-        else:
-            entry["theoretical_bytes"] = rep.get("theoretical_bytes")
         report["formats"][fmt] = entry
         progress(f"{fmt}", i + 1, len(fmts))
     report["reference"] = {g: {o: {"snr_compressed_vs_fp32_db": parity._r(parity.snr_db(
