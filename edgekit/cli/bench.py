@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from rich.console import Console
 
@@ -96,7 +98,8 @@ def bench(models, device, backend, out_dir, threads, affinity, warmup, warmup_ti
         results = harness.run(list(models), opts, progress=status.update)
     paths = output.write(results, out_dir)
     if not quiet:
-        out = Console()
+        # Piped output is read in files and logs: do not squeeze the table to 80 columns.
+        out = Console() if sys.stdout.isatty() else Console(width=200)
         out.print(output.table(results))
         if per_op:
             for r in results:

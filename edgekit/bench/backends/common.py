@@ -109,7 +109,8 @@ def random_inputs(specs, seed: int):
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, dtype, shape in specs:
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+        # Symbolic (str/None) or dynamic (-1) dims become 1: batch 1, one chunk.
+        shape = [int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in shape]
         if np.issubdtype(dtype, np.floating):
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         else:
