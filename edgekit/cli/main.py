@@ -69,6 +69,8 @@ def _register() -> None:
     cli.add_command(data.data)
     cli.add_command(train.train_cmd)
     cli.add_command(eval_.eval_cmd)
+    from edgekit.cli.run import run
+    cli.add_command(run)
 
 
 _register()
