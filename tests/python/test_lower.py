@@ -183,12 +183,45 @@ def test_user_module_ops_and_parity():
     assert c["linear"] == 1                                  # kept float, and reported:
     assert {"name": "head", "bits": 32}.items() <= next(
         r for r in mir.meta["layers"] if r["name"] == "head").items()
-    assert c["mul"] == 1 and c["add"] == 1                    # BatchNorm as its affine
+    assert "mul" not in c and "add" not in c                   # BatchNorm folded into conv
+    assert next(r for r in mir.meta["layers"] if r["name"] == "conv.weight")["bn_folded"]
     x = torch.randn(1, 4, 32, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         ref = q(x).numpy()
     got = Interpreter(mir).step({"x": x.numpy()})["y"]
     assert parity.snr_db(ref, got) >= 40
+
+
+class _InputNorm(nn.Module):
+    """BatchNorm on the raw input (no conv to fold into) and after a conv read twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn0 = nn.BatchNorm1d(4)
+        self.conv = nn.Conv1d(4, 6, 3)
+        self.bn1 = nn.BatchNorm1d(6)
+
+    def forward(self, x):
+        h = self.conv(self.bn0(x))
+        return self.bn1(h) + h
+
+
+def test_batch_norm_unfoldable_is_affine():
+    torch.manual_seed(3)
+    m = _InputNorm().eval()
+    with torch.no_grad():
+        for bn in (m.bn0, m.bn1):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    q = compress(m, "int8")
+    calibrate_activations(q, [(torch.randn(1, 4, 16),)])
+    mir = lower(q, module_graphs(q, (1, 4, 16)))
+    c = op_counts(mir, "forward")
+    assert c["mul"] == 2 and c["add"] == 3
+    x = torch.randn(1, 4, 16)
+    with torch.no_grad():
+        ref = q(x).numpy()
+    assert parity.snr_db(ref, Interpreter(mir).step({"x": x.numpy()})["y"]) >= 40
 
 
 def test_quant_lstm_explicit_cell():

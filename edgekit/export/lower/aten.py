@@ -359,16 +359,51 @@ def _embedding(b, node, table, idx, *_):
 
 @_reg("aten._native_batch_norm_legit_no_training.default", "aten.batch_norm.default")
 def _batch_norm(b, node, x, weight, bias, mean, var, *rest):
-    """Eval BatchNorm = a per-channel affine (axis 1) with constants computed here."""
-    eps = rest[-1] if node.target.__name__.startswith("_native") else rest[2]
-    mean, var = mean.value.float(), var.value.float()
-    g = torch.ones_like(mean) if weight is None else weight.value.float()
-    beta = torch.zeros_like(mean) if bias is None else bias.value.float()
+    """Eval BatchNorm = per-channel y = a·x + shift. Folded into the per-row scales and bias
+    of the quantized conv that feeds it when nothing else reads that conv's output (exact up
+    to float rounding, codes untouched); otherwise a `mul` + `add` with constants."""
+    native = node.target.__name__.startswith("_native")
+    eps = rest[-1] if native else rest[2]
+    mean, var = mean.value.detach().float(), var.value.detach().float()
+    g = torch.ones_like(mean) if weight is None else weight.value.detach().float()
+    beta = torch.zeros_like(mean) if bias is None else bias.value.detach().float()
     a = g / torch.sqrt(var + eps)
     shift = beta - mean * a
-    bshape = (1, -1) + (1,) * (len(_shape_of(x)) - 2)
-    y = b.op1("mul", [x, b.const(a.reshape(bshape))], _shape_of(x))
-    y = b.op1("add", [y, b.const(shift.reshape(bshape))], _shape_of(x))
-    if node.target.__name__.startswith("_native"):
+    y = _fold_into_conv(b, node, x, a, shift)
+    if y is None:
+        bshape = (1, -1) + (1,) * (len(_shape_of(x)) - 2)
+        y = b.op1("mul", [x, b.const(a.reshape(bshape))], _shape_of(x))
+        y = b.op1("add", [y, b.const(shift.reshape(bshape))], _shape_of(x))
+    if native:
         return (y, Const(torch.zeros(0)), Const(torch.zeros(0)))
     return y
+
+
+def _fold_into_conv(b: Builder, node, x, a: torch.Tensor, shift: torch.Tensor):
+    import dataclasses
+
+    from edgekit.kernels import packing
+    src = node.args[0]
+    if not isinstance(x, Val) or len(src.users) != 1:
+        return None
+    prod = next((op for op in b.ops if x.name in op.outputs), None)
+    if prod is None or prod.type not in ("qconv1d", "qconv_transpose1d"):
+        return None
+    wname, bname = prod.inputs[1], prod.inputs[2]
+    if sum(wname in op.inputs for op in b.ops) != 1:
+        return None   # a weight shared by several ops cannot take one op's BatchNorm
+    w = b.tensors[wname]
+    sec = packing.deserialize(bytes(w.data))
+    an = a.numpy().astype("float32")
+    w.data = packing.serialize(dataclasses.replace(
+        sec, scales=(sec.scales * an[:, None]).astype("float32")))
+    old = torch.zeros_like(a) if bname is None else torch.from_numpy(b.tensors[bname].data)
+    new_bias = (old * a + shift).float()
+    if bname is not None and sum(bname in op.inputs for op in b.ops) == 1:
+        b.tensors[bname].data = new_bias.numpy()
+    else:
+        prod.inputs[2] = b.const(new_bias, f"{prod.name}.bias_bn").name
+    for row in b.layers:
+        if row["name"] == wname:
+            row["bn_folded"] = True
+    return x
