@@ -11,6 +11,7 @@
 // position): the max |x| over the values of that group reaching that position.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/linear/epilogue.h"
 #include "runtime/ops/common.h"
@@ -136,6 +137,34 @@ void im2col(const Geometry& g, int8_t zp_code, int8_t* col, Code code) {
     }
 }
 
+// The static-grid conv case, which streaming models run every step: per output position
+// the valid taps form one range, so each row is zp fill + a (strided) copy of codes.
+void im2col_conv_codes(const Geometry& g, const int8_t* xq, int8_t zp_code, int8_t* col) {
+  const int64_t Kg = g.Kg();
+  for (int64_t m = 0; m < g.Tout; ++m) {
+    const int64_t base = m * g.stride - g.pad;  // input time of tap 0
+    const int64_t lo = base >= 0 ? 0 : std::min(g.k, (-base + g.dil - 1) / g.dil);
+    const int64_t hi = base > g.T - 1 ? 0 : std::min(g.k, (g.T - 1 - base) / g.dil + 1);
+    for (int64_t grp = 0; grp < g.G; ++grp) {
+      int8_t* row = col + (grp * g.Tout + m) * Kg;
+      for (int64_t ci = 0; ci < g.Cg; ++ci, row += g.k) {
+        if (hi <= lo) {
+          std::memset(row, zp_code, static_cast<size_t>(g.k));
+          continue;
+        }
+        const int8_t* src = xq + (grp * g.Cg + ci) * g.T + base + lo * g.dil;  // tap lo
+        std::memset(row, zp_code, static_cast<size_t>(lo));
+        if (g.dil == 1) {
+          std::memcpy(row + lo, src, static_cast<size_t>(hi - lo));
+        } else {
+          for (int64_t tap = lo; tap < hi; ++tap) row[tap] = src[(tap - lo) * g.dil];
+        }
+        std::memset(row + hi, zp_code, static_cast<size_t>(g.k - hi));
+      }
+    }
+  }
+}
+
 Status eval_common(const OpContext& ctx, bool transposed) {
   const auto& w = *static_cast<const PackedLinear*>(ctx.inputs[1]->prepared);
   const TensorRef& x = *ctx.inputs[0];
@@ -151,7 +180,10 @@ Status eval_common(const OpContext& ctx, bool transposed) {
   const int32_t zp = dynamic ? 0 : static_cast<int32_t>(ctx.ints[7]);
   if (!dynamic) {
     quantize_static(xf, ge.Cin * ge.T, ctx.floats[0], zp, l.xq);
-    im2col(ge, static_cast<int8_t>(zp), l.col, [&](int64_t c, int64_t t, int64_t) { return l.xq[c * ge.T + t]; });
+    if (!transposed)
+      im2col_conv_codes(ge, l.xq, static_cast<int8_t>(zp), l.col);
+    else
+      im2col(ge, static_cast<int8_t>(zp), l.col, [&](int64_t c, int64_t t, int64_t) { return l.xq[c * ge.T + t]; });
   } else {
     for (int64_t grp = 0; grp < ge.G; ++grp)
       for (int64_t m = 0; m < ge.Tout; ++m) {
