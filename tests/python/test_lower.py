@@ -18,7 +18,7 @@ from edgekit.export.ekm.validate import check_model
 from edgekit.export.interp import Interpreter
 from edgekit.export.lower import lower, module_graphs, zoo_graphs
 from edgekit.export.lower.models import example_feeds
-from edgekit.export.pipeline import calibrate_activations
+from edgekit.export.pipeline import ExportConfig, calibrate_activations, make_recipe
 
 STEPS = 3
 
@@ -29,6 +29,8 @@ def lowered(name: str, recipe: str, calib_n: int = 2):
     fp32 = models.build(name, "tiny")
     ex = models.info(name, "tiny")["example_input"]
     calib = [ex(batch=1, seconds=1.0, seed=1000 + i) for i in range(calib_n)]
+    if recipe == "2:4":   # magnitude 2:4 on every layer whose K allows it (edgekit export --nm)
+        recipe = make_recipe(ExportConfig(model=name, out="", bits=8, nm="2:4"), fp32)[0]
     q = compress(fp32, recipe, calib=calib)
     calibrate_activations(q, calib)
     specs = zoo_graphs(name, q)
@@ -86,14 +88,14 @@ def test_rnnt_graphs():
 # value across an int8 rounding boundary, and the flip cascades through the layers
 # (docs/export.md, "Parity and what limits it"; measured 37-40 dB), so they get 35 dB.
 def _threshold(name: str, recipe: str) -> float:
-    if recipe in ("int8", "wanda-2of4"):
+    if recipe in ("int8", "wanda-2of4", "2:4"):
         return 35.0 if name in ("conformer", "conmer") else 40.0
     return 30.0
 
 
 CASES = [("conformer", "int8"), ("rnnt", "int8"), ("nwc", "int8"), ("conmer", "int4"),
          ("rnnt", "mixed"), ("conmer", "wanda-2of4")]
-SLOW_CASES = [(m, r) for m in models.names() for r in ("int8", "int4", "mixed", "wanda-2of4")
+SLOW_CASES = [(m, r) for m in models.names() for r in ("int8", "int4", "mixed", "2:4")
               if (m, r) not in CASES]
 
 
@@ -267,3 +269,26 @@ def test_nwc_quantizer_is_nearest():
     assert len(ops) == 1
     values = mir.tensors[ops[0].inputs[1]].data
     np.testing.assert_array_equal(values, q.stages[0].quantizer.bins.detach().numpy())
+
+
+def test_nm_recipe_covers_layers_whose_k_allows_it():
+    fp32 = models.build("conformer", "tiny")
+    recipe, text = make_recipe(ExportConfig(model="conformer", out="", recipe="mixed", nm="2:4"),
+                               fp32)
+    q = compress(fp32, recipe)
+    nm = {n: m.q.nm for n, m in q.named_modules() if hasattr(m, "q")}
+    assert all(v == (2, 4) for n, v in nm.items() if not n.endswith("conv.dw"))
+    assert all(v is None for n, v in nm.items() if n.endswith("conv.dw"))   # K = 15
+    assert q.get_submodule("ctc_head").q.bits == 8     # the recipe's @last rule still applies
+    assert "nm" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rnnt", "conformer", "conmer"])
+def test_small_model_export(tmp_path, name):
+    from edgekit.export.pipeline import run_export
+    rep = run_export(ExportConfig(model=name, size="small", bits=8, calib=2, steps=2,
+                                  out=str(tmp_path / name)))
+    ekm = rep["formats"]["ekm"]
+    assert float(ekm["worst_snr_vs_compressed_db"]) >= _threshold(name, "int8")
+    assert ekm["size_check"]["ok"], ekm["size_check"]
