@@ -11,18 +11,18 @@ from edgekit import EdgekitError
 QAT_METHODS = ("s8bqat", "gq")
 
 
-def qat_hooks(method: str, model, recipe: str | None):
+def qat_hooks(method: str, model, recipe: str | None, steps: int):
     """(model, regularizer, callbacks) from the QAT package, or a clear error until it lands.
 
-    Contract for `edgekit.compress.qat.prepare(method, model, recipe) -> (model, regularizer,
-    callbacks)`: the regularizer and callbacks are those of `edgekit.train.loop.train`.
+    Contract: `edgekit.compress.qat.prepare(method, model, recipe, steps=steps) -> (model,
+    regularizer, callbacks)`, the hooks of `edgekit.train.loop.train`.
     """
     try:
         from edgekit.compress.qat import prepare
     except ImportError:
         raise EdgekitError(f"--qat {method} is not available yet (edgekit.compress.qat has not "
                            "landed)") from None
-    return prepare(method, model, recipe)
+    return prepare(method, model, recipe, steps=steps)
 
 
 @click.command("train")
@@ -75,10 +75,11 @@ def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, l
         model = models.build(model_name, size, seed=seed, pretrained=False)
         regularizer, callbacks = None, ()
         if qat:
-            model, regularizer, callbacks = qat_hooks(qat, model, recipe)
+            model, regularizer, callbacks = qat_hooks(qat, model, recipe, steps)
         out = out_path or f"{model_name}-{size}.pt"
         result = fit(model_name, size, data_dir, out, cfg, batch_size=batch_size, seed=seed,
-                     model=model, recipe=recipe, regularizer=regularizer, callbacks=callbacks,
+                     model=model, recipe=recipe, qat=qat, regularizer=regularizer,
+                     callbacks=callbacks,
                      log=lambda row: click.echo(json.dumps(row)))
     except ValueError as exc:
         raise EdgekitError(str(exc)) from None

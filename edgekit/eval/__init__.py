@@ -57,11 +57,16 @@ def load_target(target: str, size: str = "tiny", recipe: str | None = None,
             raise ValueError(f"{path}: checkpoint does not say which zoo model it holds")
         model = models.build(name, size, pretrained=False, **_overrides(meta, name, size))
         try:
-            model.load_state_dict(ckpt["state_dict"])
+            if meta.get("qat"):
+                from edgekit.compress.qat import load_quantized
+
+                model = load_quantized(model, ckpt["state_dict"])
+            else:
+                model.load_state_dict(ckpt["state_dict"])
         except RuntimeError as exc:
             raise ValueError(f"{path}: weights do not fit {name} {size}: {exc}") from None
         desc = {"source": "checkpoint", "path": str(path), "name": name, "size": size,
-                "step": ckpt.get("step")}
+                "step": ckpt.get("step"), "qat": meta.get("qat"), "recipe": meta.get("recipe")}
     elif path.suffix.lower() in (*RUNNERS, ".onnx", ".tflite"):
         return "artifact", open_runner(path), {"source": "artifact", "path": str(path)}
     else:

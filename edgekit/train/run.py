@@ -54,6 +54,7 @@ def fit(
     seed: int = 0,
     model: torch.nn.Module | None = None,
     recipe: str | None = None,
+    qat: str | None = None,
     regularizer: Callable | None = None,
     callbacks: tuple = (),
     dev_limit: int | None = 200,
@@ -61,7 +62,9 @@ def fit(
 ) -> TrainResult:
     """Train zoo ASR model `name`/`size` (or the given, e.g. already compressed, `model`).
 
-    `regularizer` and `callbacks` are passed to `edgekit.train.loop.train` (the QAT hooks).
+    `regularizer` and `callbacks` are passed to `edgekit.train.loop.train` (the QAT hooks);
+    `recipe` and `qat` are only recorded in the checkpoint (a QAT checkpoint holds quantized
+    layers: `edgekit.eval` rebuilds them with `edgekit.compress.qat.load_quantized`).
     Writes the checkpoint to `out` after every evaluation. Returns the TrainResult; its
     `metrics` are the final dev-split CER/WER.
     """
@@ -83,7 +86,7 @@ def fit(
 
     def checkpoint(m, step, metrics):
         if out is not None:
-            meta = {"model": name, "size": size, "seed": seed, "recipe": recipe,
+            meta = {"model": name, "size": size, "seed": seed, "recipe": recipe, "qat": qat,
                     "data": str(data_dir), "steps": cfg.steps, "batch_size": batch_size,
                     "config": json.loads(json.dumps(vars(m.cfg))) if hasattr(m, "cfg") else {},
                     "metrics": metrics}

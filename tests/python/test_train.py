@@ -175,14 +175,21 @@ def test_train_cli_errors(tmp_path):
     assert res.exit_code == 2 and "--qat" in res.output
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
-@pytest.mark.parametrize("name", ["conformer", "rnnt"])
-def test_train_cli_runs_and_checkpoints(tmp_path, name):
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng missing")
     from edgekit.data import synth
 
-    synth.synthesize(synth.plan_small(2, seed=0), tmp_path / "d")
+    root = tmp_path_factory.mktemp("corpus")
+    synth.synthesize(synth.plan_small(2, seed=0), root)
+    return root
+
+
+@pytest.mark.parametrize("name", ["conformer", "rnnt"])
+def test_train_cli_runs_and_checkpoints(tmp_path, corpus, name):
     out = tmp_path / "m.pt"
-    res = CliRunner().invoke(cli, ["train", name, "--data", str(tmp_path / "d"), "--steps", "3",
+    res = CliRunner().invoke(cli, ["train", name, "--data", str(corpus), "--steps", "3",
                                    "--batch-size", "2", "-o", str(out)])
     assert res.exit_code == 0, res.output
     ck = load_checkpoint(out)
@@ -190,12 +197,20 @@ def test_train_cli_runs_and_checkpoints(tmp_path, name):
     assert set(ck["meta"]["metrics"]) == {"dev_cer", "dev_wer"}
 
 
-def test_qat_flag_says_not_available_until_the_package_lands(tmp_path):
+@pytest.mark.slow
+def test_qat_flag_trains_and_evaluates_or_says_not_available(tmp_path, corpus):
     import importlib.util
 
-    if importlib.util.find_spec("edgekit.compress.qat") is not None:
-        pytest.skip("edgekit.compress.qat exists; its own tests cover --qat")
-    (tmp_path / "train.jsonl").write_text('{"audio": "a.wav", "text": "a"}\n')
-    res = CliRunner().invoke(cli, ["train", "conformer", "--data", str(tmp_path), "--steps", "1",
-                                   "--qat", "gq"])
-    assert res.exit_code == 2 and "not available yet" in res.output
+    from edgekit.eval import evaluate
+
+    out = tmp_path / "q.pt"
+    res = CliRunner().invoke(cli, ["train", "conformer", "--data", str(corpus), "--steps", "2",
+                                   "--batch-size", "2", "--qat", "gq", "-o", str(out)])
+    if importlib.util.find_spec("edgekit.compress.qat") is None:
+        assert res.exit_code == 2 and "not available yet" in res.output
+        return
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(out)["meta"]["qat"] == "gq"
+    # the quantized layers are rebuilt from the checkpoint, not loaded into a float model
+    acc = evaluate(str(out), corpus, limit=1)["accuracy"]
+    assert acc["model"]["qat"] == "gq" and acc["utterances"] == 1
