@@ -271,3 +271,51 @@ def test_gil_released_during_run(tmp_path):
 def test_ek_run_path():
     p = ek_run_path()
     assert p.name == "ek-run" and p.is_file()
+
+
+# -- end to end: a zoo model through compress -> lower -> EKM -> Session ---------------------
+
+@pytest.fixture(scope="module")
+def tiny_conformer(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from edgekit import models
+    from edgekit.compress import compress
+    from edgekit.export.lower import lower, zoo_graphs
+    from edgekit.export.pipeline import calibrate_activations
+
+    torch.manual_seed(0)
+    fp32 = models.build("conformer", "tiny")
+    ex = models.info("conformer", "tiny")["example_input"]
+    calib = [ex(batch=1, seconds=1.0, seed=1000 + i) for i in range(2)]
+    q = compress(fp32, "int8", calib=calib)
+    calibrate_activations(q, calib)
+    specs = zoo_graphs("conformer", q)
+    path = tmp_path_factory.mktemp("zoo") / "conformer-int8.ekm"
+    ekm.write(lower(q, specs), path)
+    return fp32, q, specs, path
+
+
+def test_zoo_conformer_int8_matches_compressed_torch(tiny_conformer):
+    """Issue 4 item 6: runtime vs the compressed PyTorch model, >= 40 dB at int8."""
+    from edgekit.export import parity
+    from edgekit.export.lower.models import example_feeds
+
+    fp32, q, specs, path = tiny_conformer
+    feeds = example_feeds("conformer", fp32, specs, 4, seed=0)
+    for spec in specs:
+        ref = parity.run_steps(parity.TorchRunner(q, spec), feeds[spec.name])
+        got = parity.run_steps(parity.SessionRunner(str(path), spec.name), feeds[spec.name])
+        assert parity.worst({spec.name: parity.compare(got, ref, None)}) >= 40
+
+
+def test_zoo_conformer_run_equals_steps_and_threads(tiny_conformer):
+    _, _, _, path = tiny_conformer
+    s = Session(path)
+    chunk = s.inputs[0]["shape"]
+    x = np.random.default_rng(5).standard_normal((chunk[0], 3 * chunk[1], *chunk[2:])).astype(np.float32)
+    full = s.run(x)
+    s2 = Session(path, threads=2)
+    steps = [s2.step(x[:, i * chunk[1]:(i + 1) * chunk[1]]) for i in range(3)]
+    for k, v in full.items():
+        np.testing.assert_array_equal(v, np.concatenate([p[k] for p in steps], axis=1))
+    assert s.arena_bytes < s.naive_bytes / 4  # reuse matters on a real network
