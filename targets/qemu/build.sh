@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross-build the static aarch64 binaries (ek-test) with Debian's aarch64-linux-gnu-g++.
+# Cross-build the static aarch64 binaries (ek-test, ek-run, ek-test-ekm) with Debian's aarch64-linux-gnu-g++.
 # The same binary serves qemu-user CI, the Raspberry Pi 4 and Android (static: no loader).
 #
 # Usage: targets/qemu/build.sh [BUILD_DIR]      (default build/aarch64)
@@ -35,4 +35,4 @@ fi
   -DEDGEKIT_PYTHON=OFF -DEDGEKIT_TESTS=ON -DEDGEKIT_STATIC=ON >"$build/configure.log" 2>&1 \
   || { cat "$build/configure.log" >&2; exit 1; }
 "$cmake" --build "$build" -j "${JOBS:-2}"
-echo "built: $build/ek-test"
+echo "built: $build/ek-test $build/ek-run $build/ek-test-ekm"

@@ -253,3 +253,13 @@ def test_aarch64_ek_run_equals_host_session(arm_ek_run, zoo_ekm, tmp_path, cpu, 
         # Same integer kernels (bit-exact across ISAs); float ops use each libm's expf/tanhf,
         # which may differ in the last ulp between glibc builds, so allow float noise only.
         np.testing.assert_allclose(got, v, rtol=1e-4, atol=1e-4 * float(np.abs(v).max()))
+
+
+@pytest.mark.arm
+def test_qemu_ek_run_script(arm_ek_run, model_path):
+    r = subprocess.run([str(ROOT / "targets" / "qemu" / "ek-run.sh"), "cortex-a72", str(model_path),
+                        "--iters", "1"], env=_arm_env() | {"EK_RUN": str(arm_ek_run)},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["isa"] == "neon" and out["outputs"]["logits"]["shape"] == [1, 4, 5]
