@@ -15,8 +15,8 @@ When the C++ runtime is built, the EKM file's `Session.step` latency on the same
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import logging
 import platform
 import sys
 import tempfile
@@ -234,6 +234,7 @@ def main(argv=None) -> int:
         print("error: --steps, --calib and --iters must be >= 1", file=sys.stderr)
         return 2
     import onnxruntime
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     result = {"host": platform.processor() or platform.machine(),
               "onnxruntime": onnxruntime.__version__, "threads": 1,
               "accuracy_levels": "session.qdq_matmulnbits_accuracy_level per row: level0, level4",

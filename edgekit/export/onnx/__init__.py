@@ -34,7 +34,7 @@ class Emitter:
 
     def __init__(self, model: ir.Model, opset: int, flavor: str, exact_act: bool):
         self.model, self.opset, self.flavor, self.exact_act = model, opset, flavor, exact_act
-        self.b = Builder()
+        self.b = self.outer = Builder()   # `b` is where nodes go (a Scan body switches it)
         self.layers: list[dict] = []
         self._cache: dict = {}
 
@@ -60,7 +60,7 @@ class Emitter:
         if t.kind == "const":
             if t.dtype == "packed":
                 raise ValueError(f"packed tensor {name!r} used where a float tensor is expected")
-            return self.b.named_const(name, self.array(name))
+            return self.outer.named_const(name, self.array(name))
         return name
 
     def cached(self, key, make):
@@ -82,7 +82,9 @@ class Emitter:
         return w
 
     def _weight(self, name, op, kn):
-        y, stored = weights.dequantized(self.b, self.decoded(name), self.opset, kn, name)
+        # Weights live in the main graph even when a Scan body uses them: dequantized once
+        # per call, not once per time step.
+        y, stored = weights.dequantized(self.outer, self.decoded(name), self.opset, kn, name)
         self.record(op, name, stored)
         return y
 
@@ -94,10 +96,16 @@ class Emitter:
                             "onnx_bytes": stored.onnx_bytes, "packed_bytes": stored.packed_bytes,
                             "widened": stored.widened})
 
-    def matmulnbits(self, op: ir.Op, x: str):
-        from edgekit.export.onnx import ort_flavor
+    def qmatmul(self, x: str, w: str, op: ir.Op) -> str:
+        """x (..., K) times packed weight `w` (N, K) transposed: MatMulNBits for flavor "ort"
+        where it applies, else MatMul with the dequantized (K, N) weight."""
+        if self.flavor == "ort":
+            from edgekit.export.onnx import ort_flavor
 
-        return ort_flavor.matmulnbits(self, op, x)
+            y = ort_flavor.matmulnbits(self, op, x, w)
+            if y is not None:
+                return y
+        return self.b.one("MatMul", [x, self.weight(w, op, kn=True)], op.name)
 
 
 def _check_op(op: ir.Op) -> None:

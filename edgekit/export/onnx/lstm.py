@@ -61,20 +61,20 @@ def qlstm(e, op):
     T, H = _shapes(e, op)
     b = e.b
     xd = act_quant(e, e.value(x), act_mode, x_zp, x_scale, op.name)
-    gx = b.one("MatMul", [xd, e.weight(w_ih, op, kn=True)], op.name)      # (1, T, 4H)
-    wh = e.weight(w_hh, op, kn=True)                                      # (H, 4H), outer scope
+    gx = e.qmatmul(xd, w_ih, op)                                          # (1, T, 4H)
     biases = [e.value(v) for v in (b_ih, b_hh) if v is not None]         # outer scope too
 
     cell = Builder(prefix=f"{op.name}/cell/")
     # Body names carry the op's prefix: a subgraph must not shadow a name of the outer graph.
     h_in, c_in, gx_t, h_out, c_out, y_t = (cell.prefix + n for n in
                                            ("h_in", "c_in", "gx_t", "h_out", "c_out", "y_t"))
-    e.b = cell   # act_quant builds into e.b: point it at the body for h
+    e.b = cell   # nodes for h go into the body; weights stay in the outer graph (e.outer)
     try:
         hq = act_quant(e, h_in, 0, h_zp, h_scale, f"{op.name}.h")
+        gh = e.qmatmul(hq, w_hh, op)
     finally:
         e.b = b
-    g = cell.one("Add", [gx_t, cell.one("MatMul", [hq, wh])])
+    g = cell.one("Add", [gx_t, gh])
     for bias in biases:   # summed in §2.6's order: W_ih·x + W_hh·h + b_ih + b_hh
         g = cell.one("Add", [g, bias])
     i, f, gg, o = cell.node("Split", [g], 4, axis=1, num_outputs=4)

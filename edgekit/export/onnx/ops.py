@@ -72,26 +72,20 @@ def qlinear(e, op):
     x, w, bias = op.inputs
     act_mode, zp = op.ints
     xd = act_quant(e, e.value(x), act_mode, zp, op.floats[0], op.name)
-    if e.flavor == "ort":
-        y = e.matmulnbits(op, xd)
-        if y is not None:
-            e.b.node("Identity", [y], [op.outputs[0]], op.name)
-            return
-    wt = e.weight(w, op, kn=True)
-    _matmul_bias(e, op, xd, wt, bias)
-
-
-def _matmul_bias(e, op, x, wt, bias):
+    y = e.qmatmul(xd, w, op)
     if bias is None:
-        _out(e, op, "MatMul", [x, wt])
+        _out(e, op, "Identity", [y])
     else:
-        _out(e, op, "Add", [e.b.one("MatMul", [x, wt], op.name), e.value(bias)])
+        _out(e, op, "Add", [y, e.value(bias)])
 
 
 def linear(e, op):
     x, w, bias = op.inputs
     wt = e.cached(("T", w), lambda: e.b.const(e.array(w).T, hint=w))
-    _matmul_bias(e, op, e.value(x), wt, bias)
+    if bias is None:
+        _out(e, op, "MatMul", [e.value(x), wt])
+    else:
+        _out(e, op, "Add", [e.b.one("MatMul", [e.value(x), wt], op.name), e.value(bias)])
 
 
 def _conv(e, op, onnx_op, x, w, ints):

@@ -31,9 +31,12 @@ def _pack_blocks(q: np.ndarray, bits: int, block: int) -> np.ndarray:
     return out
 
 
-def matmulnbits(e, op, x: str):
-    """Emit MatMulNBits for qlinear `op` on input `x`, or None when the weight does not fit."""
-    w = e.decoded(op.inputs[1])
+def matmulnbits(e, op, x: str, wname: str):
+    """x times packed weight `wname` as MatMulNBits (no bias), or None when it does not fit.
+
+    The node goes where the emitter builds (a Scan body for the LSTM's W_hh); its
+    initializers go to the main graph, which a body may read."""
+    w = e.decoded(wname)
     prog = weights.progression(w.tables)
     if w.bits not in (2, 4, 8) or prog is None:
         return None
@@ -52,15 +55,14 @@ def matmulnbits(e, op, x: str):
     scales = (w.scales * d[rows][:, None].astype(np.float32)).astype(np.float32)
     if w.ngroups == 1:
         scales = np.repeat(scales, B.shape[1], axis=1)
-    b = e.b
-    bname = b.add_init(helper.make_tensor(b.tmp(f"{op.inputs[1]}.B"), TensorProto.UINT8,
+    o = e.outer
+    bname = o.add_init(helper.make_tensor(o.tmp(f"{wname}.B"), TensorProto.UINT8,
                                           list(B.shape), B.tobytes(), raw=True))
-    sname = b.const(scales.reshape(-1), hint=f"{op.inputs[1]}.scales")
-    y = b.one("MatMulNBits", [x, bname, sname], op.name, domain="com.microsoft",
-              K=w.K, N=w.N, bits=w.bits, block_size=block)
+    sname = o.const(scales.reshape(-1), hint=f"{wname}.scales")
+    y = e.b.one("MatMulNBits", [x, bname, sname], op.name, domain="com.microsoft",
+                K=w.K, N=w.N, bits=w.bits, block_size=block)
     widened = ["sparse stored dense (zero code)"] if w.mask is not None else []
-    e.record(op, op.inputs[1], weights.Stored(
+    e.record(op, wname, weights.Stored(
         f"MatMulNBits {w.bits}-bit block {block}", w.bits, w.bits, B.size + scales.size * 4,
         w.packed_bytes, widened))
-    bias = op.inputs[2]
-    return y if bias is None else b.one("Add", [y, e.value(bias)], op.name)
+    return y
