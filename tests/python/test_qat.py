@@ -210,3 +210,30 @@ def test_bad_input_is_a_value_error():
                                      "sparsity": {"kind": "wanda", "amount": 0.5}}]}
     with pytest.raises(ValueError, match="calibration data"):
         prepare("s8bqat", model, wanda)
+
+
+def test_qat_model_exports_to_ekm_with_no_further_rounding():
+    from edgekit.export.ekm import reader, writer
+    from edgekit.export.interp import Interpreter
+    from edgekit.export.lower import lower, module_graphs
+    from edgekit.export.pipeline import calibrate_activations
+    from edgekit.kernels import packing
+
+    model, x, y = _toy()
+    model, reg, cbs = prepare("gq", model, R4_GQ, steps=20,
+                              prune={"kind": "csp", "sparsity": 0.25, "every": 5})
+    _fit(model, x, y, 20, regularizer=reg, callbacks=cbs)
+    trained = {n: weight_2d(model[i].base, model[i].base.weight) for n, i in (("0", 0), ("2", 2))}
+    calibrate_activations(model, [(x[None, :8],)])
+    mir = reader.from_bytes(writer.to_bytes(lower(model, module_graphs(model, (1, 8, 16)))))
+    for name, want in trained.items():
+        t = mir.tensors[f"{name}.weight"]
+        codes, table, scale, mask = packing.unpack_arrays(packing.deserialize(bytes(t.data)))
+        got = scale[:, None] * table.astype(np.float32)[codes]
+        got = np.where(mask, got, np.float32(0)) if mask is not None else got
+        assert np.array_equal(got.astype(np.float32), want)      # bit for bit
+    with torch.no_grad():
+        ref = model(x[None, :8]).numpy()
+    out = Interpreter(mir).step({mir.graphs["forward"].inputs[0]: x[None, :8].numpy()})
+    got = next(iter(out.values()))
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()   # int8 activations only
