@@ -11,6 +11,7 @@
 #include <random>
 
 #include "cases.h"
+#include "runtime/ops/common.h"
 #include "runtime/threadpool.h"
 
 namespace edgekit::test {
@@ -102,6 +103,14 @@ OpRun run_op(int code, const std::vector<Ten*>& ins, const std::vector<int64_t>&
   }
   ctx.ints = ints.data(), ctx.n_ints = sig.n_ints;
   ctx.floats = floats.data(), ctx.n_floats = sig.n_floats;
+  std::vector<const runtime::TensorRef*> consts;
+  for (size_t i = 0; i < ins.size(); ++i) consts.push_back(ins[i] && ins[i]->packed ? &in_refs[i] : nullptr);
+  void* state = nullptr;
+  if (def->prepare) {
+    r.eval = def->prepare(sig, consts, &state);
+    if (!r.eval.ok()) return r;
+  }
+  ctx.state = state;
   ctx.scratch = r.scratch_bytes ? scratch : nullptr;
   ctx.scratch_bytes = r.scratch_bytes;
   ctx.linear = v;
@@ -110,6 +119,7 @@ OpRun run_op(int code, const std::vector<Ten*>& ins, const std::vector<int64_t>&
   ctx.pool = pool.get();
   ctx.threads = threads;
   r.eval = def->eval(ctx);
+  if (def->release && state) def->release(state);
   for (uint8_t* p = raw; p < scratch; ++p) r.scratch_ok &= *p == kPoison;
   for (uint8_t* p = scratch + r.scratch_bytes; p < raw + scratch_store.size() * 8; ++p) r.scratch_ok &= *p == kPoison;
   return r;
@@ -240,7 +250,7 @@ struct ConvCase {
 
 void qconv_case(Runner& R, const ConvCase& c, uint64_t seed) {
   const int Cg = c.Cin / c.groups, Og = c.Cout / c.groups, K = Cg * c.k;
-  const LogicalWeights lw = weights(c.Cout, K, c.bits, c.sp, c.group_size, seed);
+  const LogicalWeights lw = weights(c.Cout, K, c.bits, c.sp, c.group_size, seed, seed % 2 == 1);
   Ten w = packed_ten(lw);
   Ten x = rand_f32({1, c.Cin, c.T}, seed + 1, -3.0f, 3.0f);
   Ten b = rand_f32({c.Cout}, seed + 2);
@@ -384,9 +394,33 @@ void qop_errors(Runner& R) {
                  "must both be (1, H)");
 }
 
+// The activation rounding against nearbyint (round half to even) and saturation, on every
+// quarter step of [-600, 600] (all ties), huge values, infinities and NaN (-> -128).
+void quantize_rule(Tally& t) {
+  std::vector<float> xs;
+  for (int i = -2400; i <= 2400; ++i) xs.push_back(i * 0.25f);
+  for (float v : {1e30f, -1e30f, 3e9f, -3e9f, INFINITY, -INFINITY, 8388607.5f, 0.49999997f, -0.5f, 2.5f})
+    xs.push_back(v);
+  for (int32_t zp : {-128, -3, 0, 5, 127})
+    for (float inv : {1.0f, 0.5f, 1.0f / 0.0173f}) {
+      for (float x : xs) {
+        const double r = std::nearbyint(static_cast<double>(x * inv)) + zp;
+        const int8_t want = static_cast<int8_t>(r < -128 ? -128 : r > 127 ? 127 : r);
+        const int8_t got = runtime::ops::quantize_one(x, inv, static_cast<float>(zp));
+        if (got != want)
+          return t.fail("quantize_one(" + std::to_string(x) + ", inv " + std::to_string(inv) + ", zp " +
+                        std::to_string(zp) + ") = " + std::to_string(got) + ", want " + std::to_string(want));
+      }
+      if (runtime::ops::quantize_one(NAN, inv, static_cast<float>(zp)) != -128)
+        return t.fail("quantize_one(NaN) must be -128");
+    }
+  t.pass();
+}
+
 }  // namespace
 
 void check_qops(Tally& t, const std::vector<VariantEntry>& variants) {
+  quantize_rule(t);
   Runner R{t, variants};
   uint64_t seed = 100;
   qlinear_case(R, 1, 7, 65, 8, Sparsity::kDense, 0, 0, -3, true, seed++);
@@ -403,6 +437,10 @@ void check_qops(Tally& t, const std::vector<VariantEntry>& variants) {
       {false, 40, 9, 24, 3, 1, 1, 1, 1, 1, 8, 64, 1, 0, Sparsity::kNM},      // dynamic, 2 weight groups
       {false, 32, 7, 32, 7, 1, 3, 3, 1, 32, 8, 0, 1, 0, Sparsity::kDense},   // dynamic depthwise
       {false, 12, 10, 6, 3, 2, 1, 1, 1, 3, 4, 0, 1, 0, Sparsity::kDense},    // dynamic grouped
+      {false, 8, 12, 8, 9, 2, 4, 4, 2, 8, 4, 0, 0, -3, Sparsity::kBitmap},   // sparse depthwise
+      {false, 6, 9, 6, 8, 1, 7, 0, 1, 6, 3, 0, 0, 2, Sparsity::kNM},         // 2:4 depthwise
+      {false, 4, 10, 4, 33, 1, 16, 16, 1, 2, 8, 0, 0, 1, Sparsity::kDense},  // Cg*k = 66 > 64
+      {false, 4, 6, 2, 16, 1, 8, 7, 1, 2, 2, 0, 0, 0, Sparsity::kBitmap},    // Cg*k = 64 exactly
       {true, 4, 7, 6, 4, 2, 1, 1, 1, 1, 8, 0, 0, -7, Sparsity::kDense},
       {true, 4, 5, 6, 3, 3, 0, 2, 2, 2, 4, 0, 0, 11, Sparsity::kBitmap},
       {true, 3, 6, 3, 4, 2, 1, 0, 1, 3, 8, 0, 0, 0, Sparsity::kDense},       // depthwise upsampler

@@ -84,11 +84,18 @@ struct Broadcaster {
 
 // The q-ops' activation grid (docs/format.md §2.6), bit-exact with
 // torch.fake_quantize_per_tensor_affine: q = clamp(nearbyint(x * (1/scale)) + zp, -128, 127).
-// Clamping happens in float so that huge values and NaN (-> -128) never reach an int cast.
+// Values are first clamped to [-512, 512] (any such value saturates for every zp in
+// [-128, 127], and NaN goes to -128), so nearbyint can be (v + 1.5·2^23) - 1.5·2^23: exact
+// round-half-even for |v| < 2^22, and a plain vectorizable add instead of a libm call.
+// (Needs the build's -fno-fast-math so the two adds are not folded.)
 inline int8_t quantize_one(float x, float inv_scale, float zp) {
-  float r = std::nearbyint(x * inv_scale) + zp;
-  if (!(r >= -128.0f)) r = -128.0f;
-  if (r > 127.0f) r = 127.0f;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
+  float v = x * inv_scale;
+  v = v >= -512.0f ? v : -512.0f;
+  v = v <= 512.0f ? v : 512.0f;
+  float r = ((v + kRound) - kRound) + zp;
+  r = r >= -128.0f ? r : -128.0f;
+  r = r <= 127.0f ? r : 127.0f;
   return static_cast<int8_t>(r);
 }
 void quantize_static(const float* x, int64_t n, float x_scale, int32_t x_zp, int8_t* q);

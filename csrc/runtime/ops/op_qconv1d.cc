@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/linear/common.h"
 #include "kernels/linear/epilogue.h"
 #include "runtime/ops/common.h"
 
@@ -98,6 +99,7 @@ struct Layout {
   int32_t* acc;    // (Tout, Cout, ngroups)
   float* stage;    // (Tout, Cout): the epilogue's row-major output before the transpose
   float* row_scale;  // (G, Tout) dynamic grid
+  int32_t* src;      // (Tout, k): Geometry::src per (position, tap), computed once per call
   QGemm g;
   size_t bytes;
 };
@@ -110,6 +112,7 @@ Layout layout(void* base, const Geometry& ge, const PackedLinear& w, const kerne
   l.acc = c.take<int32_t>(static_cast<size_t>(ge.Tout * ge.Cout) * w.ngroups);
   l.stage = c.take<float>(static_cast<size_t>(ge.Tout * ge.Cout));
   l.row_scale = c.take<float>(static_cast<size_t>(ge.G * ge.Tout));
+  l.src = c.take<int32_t>(static_cast<size_t>(ge.Tout * ge.k));
   l.g = carve_qgemm(c, w, v, threads, static_cast<int>(ge.Tout));
   l.g.w = &w;
   l.bytes = c.used();
@@ -120,19 +123,18 @@ size_t scratch_common(const OpSignature& sig, bool transposed, const kernels::Li
   return layout(nullptr, geometry(sig, transposed), packed_for_sizing(sig, 1), v, threads).bytes;
 }
 
-// Fills the columns of every group; `code(c, t)` gives the code of input (channel c, time t).
+// Fills the columns of every group; `code(c, t, m)` gives the code of input (channel c,
+// time t) in the row of output position m. `src` is the (Tout, k) table of Geometry::src.
 template <class Code>
-void im2col(const Geometry& g, int8_t zp_code, int8_t* col, Code code) {
+void im2col(const Geometry& g, const int32_t* src, int8_t zp_code, int8_t* col, Code code) {
   const int64_t Kg = g.Kg();
   for (int64_t grp = 0; grp < g.G; ++grp)
     for (int64_t m = 0; m < g.Tout; ++m) {
       int8_t* row = col + (grp * g.Tout + m) * Kg;
+      const int32_t* sm = src + m * g.k;
       for (int64_t ci = 0; ci < g.Cg; ++ci) {
         const int64_t c = grp * g.Cg + ci;
-        for (int64_t tap = 0; tap < g.k; ++tap) {
-          const int64_t t = g.src(m, tap);
-          row[ci * g.k + tap] = t < 0 ? zp_code : code(c, t, m);
-        }
+        for (int64_t tap = 0; tap < g.k; ++tap) row[ci * g.k + tap] = sm[tap] < 0 ? zp_code : code(c, sm[tap], m);
       }
     }
 }
@@ -165,6 +167,66 @@ void im2col_conv_codes(const Geometry& g, const int8_t* xq, int8_t zp_code, int8
   }
 }
 
+// Depthwise-like convs (one weight row per group, Cg·k <= 64): through the kernel these are
+// G calls of one row each, dominated by per-call work on a 64-wide padded block. Instead the
+// int8 weights (codebook entries of the packed codes, 0 where masked; never floats) are
+// decoded once at load and each output is one int32 dot product over its im2col row: the same
+// exact accumulators, so the epilogue and results are unchanged.
+struct RowWeights {
+  int64_t Kg;
+  std::vector<int8_t> w;  // (G, Kg)
+};
+
+Status prepare_common(const OpSignature& sig, const std::vector<const TensorRef*>& consts, void** state) {
+  *state = nullptr;
+  const int64_t G = sig.ints[4], k = sig.ints[5];
+  const int64_t Cg = sig.inputs[0]->dims[1] / G, Og = sig.inputs[1]->dims[0] / G;
+  const TensorRef* wr = consts.size() > 1 ? consts[1] : nullptr;
+  if (Og != 1 || Cg * k > kBlockK || !wr || !wr->prepared) return Status::Ok();
+  const auto& p = *static_cast<const PackedLinear*>(wr->prepared);
+  auto* st = new RowWeights{p.K, std::vector<int8_t>(static_cast<size_t>(p.N) * p.K)};
+  for (int n = 0; n < p.N; ++n) {
+    const int8_t* table = p.table(n);
+    int8_t* out = st->w.data() + static_cast<size_t>(n) * p.K;
+    if (!p.sparse) {
+      const uint8_t* blk = p.codes + static_cast<size_t>(n) * p.nblocks * p.block_bytes();
+      for (int j = 0; j < p.K; ++j) out[j] = table[kernels::scalar_code(p.planes, blk, j)];
+      continue;
+    }
+    const uint64_t bm = p.bitmaps[static_cast<size_t>(n) * p.nblocks];
+    const uint8_t* stream = kernels::sparse_row_codes(p, n);
+    for (int j = 0, pos = 0; j < p.K; ++j)
+      out[j] = (bm >> j) & 1 ? table[kernels::scalar_code(p.planes, stream, pos++)] : 0;
+  }
+  *state = st;
+  return Status::Ok();
+}
+
+void release(void* state) { delete static_cast<RowWeights*>(state); }
+
+struct RowJob {
+  const RowWeights* rw;
+  const int8_t* col;
+  int64_t G, Tout;
+  int32_t zp;
+  int32_t* acc;
+  int tasks;
+};
+
+void row_task(void* p, int i) {
+  const RowJob& j = *static_cast<const RowJob*>(p);
+  const int64_t Kg = j.rw->Kg;
+  for (int64_t c = j.G * i / j.tasks; c < j.G * (i + 1) / j.tasks; ++c) {
+    const int8_t* w = j.rw->w.data() + c * Kg;
+    for (int64_t m = 0; m < j.Tout; ++m) {
+      const int8_t* x = j.col + (c * j.Tout + m) * Kg;
+      int32_t s = 0;  // |x - zp| <= 255, |w| <= 128, Kg <= 64: far from int32 overflow
+      for (int64_t q = 0; q < Kg; ++q) s += (int32_t{x[q]} - j.zp) * int32_t{w[q]};
+      j.acc[m * j.G + c] = s;
+    }
+  }
+}
+
 Status eval_common(const OpContext& ctx, bool transposed) {
   const auto& w = *static_cast<const PackedLinear*>(ctx.inputs[1]->prepared);
   const TensorRef& x = *ctx.inputs[0];
@@ -177,30 +239,39 @@ Status eval_common(const OpContext& ctx, bool transposed) {
   const Layout l = layout(ctx.scratch, ge, w, ctx.linear, ctx.threads);
   const float* xf = x.cf();
   const bool dynamic = ctx.ints[6] == 1;
+  for (int64_t m = 0; m < ge.Tout; ++m)
+    for (int64_t tap = 0; tap < ge.k; ++tap) l.src[m * ge.k + tap] = static_cast<int32_t>(ge.src(m, tap));
   const int32_t zp = dynamic ? 0 : static_cast<int32_t>(ctx.ints[7]);
   if (!dynamic) {
     quantize_static(xf, ge.Cin * ge.T, ctx.floats[0], zp, l.xq);
     if (!transposed)
       im2col_conv_codes(ge, l.xq, static_cast<int8_t>(zp), l.col);
     else
-      im2col(ge, static_cast<int8_t>(zp), l.col, [&](int64_t c, int64_t t, int64_t) { return l.xq[c * ge.T + t]; });
+      im2col(ge, l.src, static_cast<int8_t>(zp), l.col, [&](int64_t c, int64_t t, int64_t) { return l.xq[c * ge.T + t]; });
   } else {
     for (int64_t grp = 0; grp < ge.G; ++grp)
       for (int64_t m = 0; m < ge.Tout; ++m) {
         float amax = 0.0f;
         for (int64_t c = grp * ge.Cg; c < (grp + 1) * ge.Cg; ++c)
           for (int64_t tap = 0; tap < ge.k; ++tap) {
-            const int64_t t = ge.src(m, tap);
+            const int64_t t = l.src[m * ge.k + tap];
             if (t >= 0) amax = std::max(amax, std::fabs(xf[c * ge.T + t]));
           }
         l.row_scale[grp * ge.Tout + m] = dynamic_scale(amax);
       }
-    im2col(ge, 0, l.col, [&](int64_t c, int64_t t, int64_t m) {
+    im2col(ge, l.src, 0, l.col, [&](int64_t c, int64_t t, int64_t m) {
       return quantize_one(xf[c * ge.T + t], 1.0f / l.row_scale[(c / ge.Cg) * ge.Tout + m], 0.0f);
     });
   }
   const int M = static_cast<int>(ge.Tout);
-  qgemm_run(ctx, l.g, l.col, ge.Tout * ge.Kg(), M, zp, l.acc, static_cast<int>(ge.G), static_cast<int>(ge.Og));
+  if (ctx.state) {
+    RowJob job{static_cast<const RowWeights*>(ctx.state), l.col, ge.G, ge.Tout, zp, l.acc, 1};
+    job.tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(ctx.pool ? ctx.threads : 1, ge.G)));
+    if (job.tasks == 1) row_task(&job, 0);
+    else parallel_for(ctx.pool, job.tasks, row_task, &job);
+  } else {
+    qgemm_run(ctx, l.g, l.col, ge.Tout * ge.Kg(), M, zp, l.acc, static_cast<int>(ge.G), static_cast<int>(ge.Og));
+  }
   const float* bias = ctx.inputs[2] ? ctx.inputs[2]->cf() : nullptr;
   if (!dynamic) {
     kernels::epilogue_f32(w, l.acc, M, ctx.floats[0], bias, l.stage);
@@ -232,8 +303,8 @@ Status eval_tconv(const OpContext& ctx) { return eval_common(ctx, true); }
 
 }  // namespace
 
-extern const OpDef op_qconv1d = {3, "qconv1d", infer_conv, scratch_conv, nullptr, nullptr, eval_conv};
-extern const OpDef op_qconv_transpose1d = {5, "qconv_transpose1d", infer_tconv, scratch_tconv, nullptr, nullptr,
+extern const OpDef op_qconv1d = {3, "qconv1d", infer_conv, scratch_conv, prepare_common, release, eval_conv};
+extern const OpDef op_qconv_transpose1d = {5, "qconv_transpose1d", infer_tconv, scratch_tconv, prepare_common, release,
                                            eval_tconv};
 
 }  // namespace edgekit::runtime::ops
