@@ -59,7 +59,7 @@ class _Q:
         return y if bias is None else (y + bias).astype(F32)
 
 
-def _im2col(x: np.ndarray, k: int, stride: int, dil: int, groups: int, fill) -> np.ndarray:
+def _im2col(x: np.ndarray, k: int, stride: int, dil: int, groups: int):
     """(Cin, Tpad) -> (groups * Tout, Cin/g * k) rows in (ci, tap) order, group-major."""
     cin, tp = x.shape
     tout = (tp - dil * (k - 1) - 1) // stride + 1
@@ -83,7 +83,8 @@ class Interpreter:
     def __init__(self, model: ir.Model, graph: str | None = None):
         if graph is None:
             st = model.meta.get("streaming") or {}
-            graph = st.get("graph") or (next(iter(model.graphs)) if len(model.graphs) == 1 else None)
+            only = next(iter(model.graphs)) if len(model.graphs) == 1 else None
+            graph = st.get("graph") or only
             if graph is None:
                 raise ValueError(f"model has graphs {list(model.graphs)}: name one")
         if graph not in model.graphs:
@@ -96,7 +97,8 @@ class Interpreter:
     def reset(self) -> None:
         """Zero every state tensor of the graph."""
         t = self.model.tensors
-        self.state = {s: np.zeros(t[s].shape, ir.NP_DTYPES[t[s].dtype]) for s, _ in self.graph.states}
+        self.state = {s: np.zeros(t[s].shape, ir.NP_DTYPES[t[s].dtype])
+                      for s, _ in self.graph.states}
 
     def step(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call of the graph with the carried state; returns its outputs by name."""
@@ -143,7 +145,7 @@ class Interpreter:
         scale = op.floats[0]
         # pad with the value that quantizes to the zero point (a real 0)
         xp = np.pad(x[0], ((0, 0), (pl, pr)))
-        cols, tout = _im2col(xp, k, stride, dil, groups, 0.0)
+        cols, tout = _im2col(xp, k, stride, dil, groups)
         cout = self.model.tensors[w].shape[0]
         y = self.q.matmul(cols, w, mode, scale, zp, bias)
         return _group_diag(y, groups, tout, cout)[None]
@@ -160,7 +162,8 @@ class Interpreter:
         ok = (o % stride == 0) & (ti >= 0) & (ti < t)
         cols = np.where(ok[None], x[0][:, np.clip(ti, 0, t - 1)], F32(0))  # (Cin, Tout, k)
         cg = cin // groups
-        cols = cols.reshape(groups, cg, tout, k).transpose(0, 2, 1, 3).reshape(groups * tout, cg * k)
+        cols = cols.reshape(groups, cg, tout, k).transpose(0, 2, 1, 3)
+        cols = cols.reshape(groups * tout, cg * k)
         y = self.q.matmul(cols.astype(F32), w, mode, op.floats[0], zp, bias)
         return _group_diag(y, groups, tout, cout)[None]
 
@@ -194,7 +197,7 @@ class Interpreter:
     def _op_conv1d(self, op, x, w, bias):
         stride, pl, pr, dil, groups = op.ints
         cout, cg, k = w.shape
-        cols, tout = _im2col(np.pad(x[0], ((0, 0), (pl, pr))), k, stride, dil, groups, 0.0)
+        cols, tout = _im2col(np.pad(x[0], ((0, 0), (pl, pr))), k, stride, dil, groups)
         cols = cols.reshape(groups, tout, cg * k)
         wg = w.reshape(groups, cout // groups, cg * k)
         y = np.einsum("gtk,gok->got", cols, wg).reshape(cout, tout)

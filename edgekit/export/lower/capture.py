@@ -20,8 +20,9 @@ import types
 import torch
 from torch import nn
 
+from edgekit import EdgekitError
 from edgekit.compress.layers import (QuantConv1d, QuantConvTranspose1d, QuantLayer, QuantLinear,
-                                     QuantLSTM)
+                                     QuantLSTM, lstm_cell_sequence)
 
 # layer id -> (module path, module) for the capture in progress (single-threaded use).
 _LAYERS: dict[int, tuple[str, nn.Module]] = {}
@@ -71,16 +72,10 @@ def _(x, layer_id):
     return x.new_empty((x.shape[0], c.out_channels, t))
 
 
-def _lstm_layer_eager(mod: nn.Module, x, h0, c0, index: int):
-    """One layer of a (Quant)LSTM on batch-first x (1, T, I) and h0/c0 (1, H)."""
-    from edgekit.compress.layers import lstm_cell_sequence
-    return lstm_cell_sequence(mod, x, h0, c0, index)
-
-
 @torch.library.custom_op("edgekit::lstm", mutates_args=())
 def _lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, layer_id: int,
           index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    y, h, c = _lstm_layer_eager(_LAYERS[layer_id][1], x, h0, c0, index)
+    y, h, c = lstm_cell_sequence(_LAYERS[layer_id][1], x, h0, c0, index)
     return y.clone(), h.clone(), c.clone()
 
 
@@ -112,7 +107,7 @@ def _lstm_forward(self, x, hx=None):
     """nn.LSTM-compatible forward that calls edgekit::lstm once per layer (unidirectional)."""
     base = self.base if isinstance(self, QuantLSTM) else self
     if base.bidirectional or base.proj_size:
-        raise _unsupported("bidirectional or projected LSTM", self._ek_path)
+        raise EdgekitError(f"unsupported bidirectional or projected LSTM at {self._ek_path}")
     if not base.batch_first:
         x = x.transpose(0, 1)
     if x.shape[0] != 1:
@@ -134,11 +129,6 @@ def _quantizer_forward(self, h):
     return torch.ops.edgekit.nearest(h, self.bins), torch.zeros(h.shape, dtype=torch.long)
 
 
-def _unsupported(what: str, path: str):
-    from edgekit import EdgekitError
-    return EdgekitError(f"unsupported {what} at {path}")
-
-
 @contextlib.contextmanager
 def opaque_layers(model: nn.Module):
     """Swap quantized layers', float LSTMs' and the NWC quantizer's forwards for edgekit ops."""
@@ -158,6 +148,10 @@ def opaque_layers(model: nn.Module):
         elif type(mod) in ops:
             fwd = _quant_forward(ops[type(mod)])
         elif isinstance(mod, ScalarQuantizer):
+            if mod.training or not float(mod.alpha) < 0:
+                # only the eval-mode hard quantizer with a negative sharpness is "nearest bin"
+                raise EdgekitError(f"unsupported scalar quantizer state at {path} "
+                                   f"(training={mod.training}, alpha={float(mod.alpha)})")
             fwd = _quantizer_forward
         else:
             continue

@@ -42,7 +42,8 @@ def zoo_graphs(name: str, model: nn.Module) -> list[GraphSpec]:
         cfg = model.cfg
         pst = model.init_pred_state(1)
         return [
-            GraphSpec("encoder", "step", (torch.zeros(1, cfg.chunk_frames, 80), model.init_state(1)),
+            GraphSpec("encoder", "step",
+                      (torch.zeros(1, cfg.chunk_frames, 80), model.init_state(1)),
                       ["chunk", None], ["enc", None], 1, 1,
                       streaming={"graph": "encoder", "input": "chunk", "time_axis": 1,
                                  "chunk": cfg.chunk_frames, "output_time_axis": 1}),
