@@ -100,6 +100,7 @@ struct Layout {
   float* stage;    // (Tout, Cout): the epilogue's row-major output before the transpose
   float* row_scale;  // (G, Tout) dynamic grid
   int32_t* src;      // (Tout, k): Geometry::src per (position, tap), computed once per call
+  int32_t* row_acc;  // (threads, Tout): the depthwise path's per-channel accumulators
   QGemm g;
   size_t bytes;
 };
@@ -113,6 +114,7 @@ Layout layout(void* base, const Geometry& ge, const PackedLinear& w, const kerne
   l.stage = c.take<float>(static_cast<size_t>(ge.Tout * ge.Cout));
   l.row_scale = c.take<float>(static_cast<size_t>(ge.G * ge.Tout));
   l.src = c.take<int32_t>(static_cast<size_t>(ge.Tout * ge.k));
+  l.row_acc = c.take<int32_t>(static_cast<size_t>(ge.Tout) * std::max(threads, 1));
   l.g = carve_qgemm(c, w, v, threads, static_cast<int>(ge.Tout));
   l.g.w = &w;
   l.bytes = c.used();
@@ -204,26 +206,69 @@ Status prepare_common(const OpSignature& sig, const std::vector<const TensorRef*
 
 void release(void* state) { delete static_cast<RowWeights*>(state); }
 
+// Codes in column-major im2col order for the depthwise path: colT[(c·k + tap)·Tout + m], so
+// each (channel, tap) is one contiguous run over output positions and the dot products below
+// vectorize over m. `code(c, t, m)` as for im2col.
+template <class Code>
+void im2col_t(const Geometry& g, const int32_t* src, int8_t zp_code, int8_t* colT, Code code) {
+  for (int64_t c = 0; c < g.Cin; ++c)
+    for (int64_t tap = 0; tap < g.k; ++tap) {
+      int8_t* out = colT + (c * g.k + tap) * g.Tout;
+      for (int64_t m = 0; m < g.Tout; ++m) {
+        const int32_t t = src[m * g.k + tap];
+        out[m] = t < 0 ? zp_code : code(c, t, m);
+      }
+    }
+}
+
+// The static non-transposed case: the positions a tap reads form one range of input times
+// with step `stride`, so each run is zp fill + a copy (memcpy for stride 1).
+void im2col_t_conv_codes(const Geometry& g, const int8_t* xq, int8_t zp_code, int8_t* colT) {
+  for (int64_t tap = 0; tap < g.k; ++tap) {
+    const int64_t off = tap * g.dil - g.pad;  // t = m * stride + off
+    const int64_t lo = std::min(g.Tout, off >= 0 ? 0 : (-off + g.stride - 1) / g.stride);
+    const int64_t hi = std::max(lo, std::min(g.Tout, g.T - 1 - off < 0 ? 0 : (g.T - 1 - off) / g.stride + 1));
+    for (int64_t c = 0; c < g.Cin; ++c) {
+      int8_t* out = colT + (c * g.k + tap) * g.Tout;
+      std::memset(out, zp_code, static_cast<size_t>(lo));
+      if (hi > lo) {
+        const int8_t* src = xq + c * g.T + lo * g.stride + off;
+        if (g.stride == 1) {
+          std::memcpy(out + lo, src, static_cast<size_t>(hi - lo));
+        } else {
+          for (int64_t m = lo; m < hi; ++m) out[m] = src[(m - lo) * g.stride];
+        }
+      }
+      std::memset(out + hi, zp_code, static_cast<size_t>(g.Tout - hi));
+    }
+  }
+}
+
 struct RowJob {
   const RowWeights* rw;
-  const int8_t* col;
+  const int8_t* colT;
   int64_t G, Tout;
   int32_t zp;
   int32_t* acc;
+  int32_t* row_acc;
   int tasks;
 };
 
 void row_task(void* p, int i) {
   const RowJob& j = *static_cast<const RowJob*>(p);
   const int64_t Kg = j.rw->Kg;
+  int32_t* s = j.row_acc + i * j.Tout;
   for (int64_t c = j.G * i / j.tasks; c < j.G * (i + 1) / j.tasks; ++c) {
     const int8_t* w = j.rw->w.data() + c * Kg;
-    for (int64_t m = 0; m < j.Tout; ++m) {
-      const int8_t* x = j.col + (c * j.Tout + m) * Kg;
-      int32_t s = 0;  // |x - zp| <= 255, |w| <= 128, Kg <= 64: far from int32 overflow
-      for (int64_t q = 0; q < Kg; ++q) s += (int32_t{x[q]} - j.zp) * int32_t{w[q]};
-      j.acc[m * j.G + c] = s;
+    std::fill(s, s + j.Tout, 0);
+    for (int64_t q = 0; q < Kg; ++q) {
+      const int32_t wq = w[q];
+      if (wq == 0) continue;  // masked (sparse) weights cost nothing
+      const int8_t* x = j.colT + (c * Kg + q) * j.Tout;
+      // |x - zp| <= 255, |w| <= 128, Kg <= 64 terms: far from int32 overflow
+      for (int64_t m = 0; m < j.Tout; ++m) s[m] += (int32_t{x[m]} - j.zp) * wq;
     }
+    for (int64_t m = 0; m < j.Tout; ++m) j.acc[m * j.G + c] = s[m];
   }
 }
 
@@ -242,12 +287,15 @@ Status eval_common(const OpContext& ctx, bool transposed) {
   for (int64_t m = 0; m < ge.Tout; ++m)
     for (int64_t tap = 0; tap < ge.k; ++tap) l.src[m * ge.k + tap] = static_cast<int32_t>(ge.src(m, tap));
   const int32_t zp = dynamic ? 0 : static_cast<int32_t>(ctx.ints[7]);
+  const bool rows = ctx.state != nullptr;  // the depthwise path (prepare decided)
   if (!dynamic) {
     quantize_static(xf, ge.Cin * ge.T, ctx.floats[0], zp, l.xq);
-    if (!transposed)
-      im2col_conv_codes(ge, l.xq, static_cast<int8_t>(zp), l.col);
-    else
-      im2col(ge, l.src, static_cast<int8_t>(zp), l.col, [&](int64_t c, int64_t t, int64_t) { return l.xq[c * ge.T + t]; });
+    const auto code = [&](int64_t c, int64_t t, int64_t) { return l.xq[c * ge.T + t]; };
+    const int8_t z = static_cast<int8_t>(zp);
+    if (rows && !transposed) im2col_t_conv_codes(ge, l.xq, z, l.col);
+    else if (rows) im2col_t(ge, l.src, z, l.col, code);
+    else if (!transposed) im2col_conv_codes(ge, l.xq, z, l.col);
+    else im2col(ge, l.src, z, l.col, code);
   } else {
     for (int64_t grp = 0; grp < ge.G; ++grp)
       for (int64_t m = 0; m < ge.Tout; ++m) {
@@ -259,13 +307,15 @@ Status eval_common(const OpContext& ctx, bool transposed) {
           }
         l.row_scale[grp * ge.Tout + m] = dynamic_scale(amax);
       }
-    im2col(ge, l.src, 0, l.col, [&](int64_t c, int64_t t, int64_t m) {
+    const auto code = [&](int64_t c, int64_t t, int64_t m) {
       return quantize_one(xf[c * ge.T + t], 1.0f / l.row_scale[(c / ge.Cg) * ge.Tout + m], 0.0f);
-    });
+    };
+    if (rows) im2col_t(ge, l.src, 0, l.col, code);
+    else im2col(ge, l.src, 0, l.col, code);
   }
   const int M = static_cast<int>(ge.Tout);
-  if (ctx.state) {
-    RowJob job{static_cast<const RowWeights*>(ctx.state), l.col, ge.G, ge.Tout, zp, l.acc, 1};
+  if (rows) {
+    RowJob job{static_cast<const RowWeights*>(ctx.state), l.col, ge.G, ge.Tout, zp, l.acc, l.row_acc, 1};
     job.tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(ctx.pool ? ctx.threads : 1, ge.G)));
     if (job.tasks == 1) row_task(&job, 0);
     else parallel_for(ctx.pool, job.tasks, row_task, &job);
