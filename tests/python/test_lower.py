@@ -292,3 +292,21 @@ def test_small_model_export(tmp_path, name):
     ekm = rep["formats"]["ekm"]
     assert float(ekm["worst_snr_vs_compressed_db"]) >= _threshold(name, "int8")
     assert ekm["size_check"]["ok"], ekm["size_check"]
+
+
+@pytest.mark.skipif(not parity.runtime_available(), reason="C++ runtime not built")
+@pytest.mark.parametrize("name,recipe", [("rnnt", "int8"), ("conmer", "int4"),
+                                         ("nwc", "int8")])
+def test_runtime_session_matches_compressed_model(tmp_path, name, recipe):
+    """The same check through the C++ runtime on the written .ekm file."""
+    from edgekit.export import ekm
+    fp32, q, specs, mir = lowered(name, recipe)
+    ekm.write(mir, tmp_path / "m.ekm")
+    feeds = example_feeds(name, fp32, specs, STEPS, seed=0)
+    for spec in specs:
+        ref = parity.run_steps(parity.TorchRunner(q, spec), feeds[spec.name])
+        runner = parity.ekm_runner(str(tmp_path / "m.ekm"), spec.name)
+        assert runner.backend == "runtime"
+        got = parity.run_steps(runner, feeds[spec.name])
+        worst = parity.worst({spec.name: parity.compare(got, ref, None)})
+        assert worst >= _threshold(name, recipe), f"{name} {recipe} {spec.name}: {worst:.1f}"

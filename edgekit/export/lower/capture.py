@@ -148,10 +148,10 @@ def opaque_layers(model: nn.Module):
         elif type(mod) in ops:
             fwd = _quant_forward(ops[type(mod)])
         elif isinstance(mod, ScalarQuantizer):
-            if mod.training or not float(mod.alpha) < 0:
+            if mod.training or not float(mod.alpha.detach()) < 0:
                 # only the eval-mode hard quantizer with a negative sharpness is "nearest bin"
                 raise EdgekitError(f"unsupported scalar quantizer state at {path} "
-                                   f"(training={mod.training}, alpha={float(mod.alpha)})")
+                                   f"(training={mod.training}, alpha={float(mod.alpha.detach())})")
             fwd = _quantizer_forward
         else:
             continue
