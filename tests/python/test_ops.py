@@ -209,3 +209,29 @@ def test_gather_index_out_of_range_is_an_error_not_a_crash(tmp_path):
     with pytest.raises(RuntimeModelError, match="out of range"):
         _run(tmp_path, op, {"t": ("f32", table)}, {"i": np.array([[4, 0]], np.int64)},
              {"y": ("f32", (1, 2, 3))})
+
+
+def _hand_built_graphs():
+    import ekm_models  # tests/python: hand-built multi-op models of the EKM tests
+    for fn in ("streaming_model", "two_graph_model", "size_model"):
+        m = getattr(ekm_models, fn)()
+        m = m[0] if isinstance(m, tuple) else m
+        for g in m.graphs:
+            yield pytest.param(m, g, id=f"{fn}-{g}")
+
+
+@pytest.mark.parametrize("model,graph", list(_hand_built_graphs()))
+def test_multi_op_graphs_agree_with_reference_interpreter(tmp_path, model, graph):
+    """Whole graphs (q-ops, cached conv, LSTM state, norms, shape ops) over 3 streaming
+    steps against edgekit.export.interp, whose q-ops run the same packed kernels."""
+    from edgekit.export.interp import Interpreter
+    path = tmp_path / "m.ekm"
+    ekm.write(model, path)
+    s, it = Session(path, graph=graph), Interpreter(model, graph)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        ins = {d["name"]: rng.standard_normal(d["shape"]).astype(np.float32) if d["dtype"] == "f32"
+               else np.zeros(d["shape"], ir.NP_DTYPES[d["dtype"]]) for d in s.inputs}
+        got, want = s.step(ins), it.step(ins)
+        for name, w in want.items():
+            _close(got[name], w, rel=1e-5)
