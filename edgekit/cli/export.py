@@ -76,6 +76,12 @@ def _fmt_db(v) -> str:
     return v if isinstance(v, str) else f"{v:.1f}"
 
 
+def _widened(names: list) -> str:
+    if len(names) <= 2:
+        return ", ".join(names) or "-"
+    return f"{len(names)} layers (see export.json)"
+
+
 def _print(report: dict, out: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -102,7 +108,7 @@ def _print(report: dict, out: str) -> None:
         ratio = f"{e['file_bytes'] / theo:.3f}" if theo else "-"
         p.add_row(fmt, str(e["backend"]), f"{e['file_bytes']:,}", f"{theo:,}", ratio,
                   _fmt_db(e["worst_snr_vs_compressed_db"]), _fmt_db(e["worst_snr_vs_fp32_db"]),
-                  ", ".join(e.get("widened_layers") or []) or "-")
+                  _widened(e.get("widened_layers") or []))
     con.print(p)
     ekm = report["formats"].get("ekm")
     if ekm:
