@@ -85,7 +85,8 @@ def latency_us(path, mir, graph: str, feed: dict, level, iters: int) -> dict:
         t0 = time.perf_counter()
         st.step(feed)
         t.append((time.perf_counter() - t0) * 1e6)
-    return {"p50_us": round(float(np.median(t)), 1), "p90_us": round(float(np.percentile(t, 90)), 1)}
+    return {"p50_us": round(float(np.median(t)), 1),
+            "p90_us": round(float(np.percentile(t, 90)), 1)}
 
 
 def _r(v):
@@ -204,10 +205,12 @@ def measure_model(name, size, recipes, steps, calib, iters, tmp: Path) -> dict:
         mir = lower(model, specs, {})
         ref_q = {s.name: run_steps(TorchRunner(model, s), feeds[s.name]) for s in specs}
         rows = {}
-        for label, kw in (("qdq", {}), ("qdq-exact", {"exact_act": True}), ("ort", {"flavor": "ort"})):
+        for label, kw in (("qdq", {}), ("qdq-exact", {"exact_act": True}),
+                          ("ort", {"flavor": "ort"})):
             r = ek_onnx.export(mir, tmp / f"{name}.{recipe}.{label}.onnx", **kw)
             files = {g: f["path"] for g, f in r["files"].items()}
-            rows[label] = {"file_bytes": r["file_bytes"], "theoretical_bytes": r["theoretical_bytes"],
+            rows[label] = {"file_bytes": r["file_bytes"],
+                           "theoretical_bytes": r["theoretical_bytes"],
                            "vs_theoretical": _r(r["file_bytes"] / r["theoretical_bytes"]),
                            "widened_layers": len(r["widened_layers"]), "opset": r["opset"],
                            "storage": sorted({row["storage"] for row in r["layers"]}),

@@ -163,7 +163,8 @@ def test_qconv1d_and_qconv_transpose1d_match_reference(tmp_path):
                   [2, 1, 1, 1, g, k, 0, zp], [s])
     T2 = (T - 1) * 2 - 2 + (k - 1) + 1 + 1
     m = model([conv, convt], [act("x", (1, cin, T), "input"), w_t, wt_t, bias,
-                              act("y1", (1, cout, T1), "output"), act("y2", (1, cout, T2), "output")],
+                              act("y1", (1, cout, T1), "output"),
+                              act("y2", (1, cout, T2), "output")],
               ["x"], ["y1", "y2"])
     x = RNG.standard_normal((1, cin, T)).astype(np.float32)
     out, _ = run(m, {"x": x}, tmp_path, exact_act=True)
@@ -432,9 +433,10 @@ def test_one_file_per_graph_deterministic_and_checked(tmp_path):
         proto = onnx.load_from_string(data)
         assert proto.ir_version <= 13 and proto.opset_import[0].version == 21
         onnx.checker.check_model(proto, full_check=True)
-        assert not any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer)
+        assert not any(i.data_location == onnx.TensorProto.EXTERNAL
+                       for i in proto.graph.initializer)
     assert rep["file_bytes"] == sum(f["bytes"] for f in rep["files"].values())
-    # Three 256x512 4-bit matrices: codes 3·64 KiB, scales 3·256·8·4 B; a little protobuf on top.
+    # Three 256x512 4-bit matrices (codes + scales) and a little protobuf on top.
     assert rep["theoretical_bytes"] == rep["packed_bytes"]
     assert rep["packed_bytes"] <= rep["file_bytes"] <= 1.02 * rep["packed_bytes"] + 4096
 

@@ -111,7 +111,8 @@ class Emitter:
 def _check_op(op: ir.Op) -> None:
     spec = ir.OPS.get(op.type) if isinstance(op, ir.Op) else None
     if spec is None:
-        raise ValueError(f"unsupported op {getattr(op, 'type', op)!r} at {getattr(op, 'name', '?')}")
+        raise ValueError(f"unsupported op {getattr(op, 'type', op)!r} at "
+                         f"{getattr(op, 'name', '?')}")
     n_in = len(op.inputs)
     if n_in < spec.min_in or (spec.max_in >= 0 and n_in > spec.max_in) \
             or len(op.outputs) != spec.n_out:
@@ -137,7 +138,10 @@ def _graph_proto(model: ir.Model, graph: ir.Graph, opset: int, flavor: str, exac
         out = s + STATE_SUFFIX
         b.node("Identity", [s_next], [out], f"state/{s}")
         states.append({"input": s, "output": out})
-    decl = lambda n, name=None: value_info(name or n, e.tensor(n).dtype, e.tensor(n).shape)  # noqa: E731
+
+    def decl(n, name=None):
+        return value_info(name or n, e.tensor(n).dtype, e.tensor(n).shape)
+
     inputs = [decl(n) for n in graph.inputs] + [decl(s) for s, _ in graph.states]
     outputs = [decl(n) for n in graph.outputs] + [decl(s, s + STATE_SUFFIX)
                                                   for s, _ in graph.states]
@@ -200,7 +204,8 @@ def build(model: ir.Model, flavor: str = "qdq", opset: int | None = None,
             raise ValueError(f"graph {name!r} is over 2 GiB: external data is not supported")
         try:
             onnx.checker.check_model(m, full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:  # a bug here, or an inconsistent IR
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            # an IR whose declared shapes/dtypes disagree with its ops (or a bug here)
             raise ValueError(f"graph {name!r}: ONNX checker: {str(exc).splitlines()[0]}") from None
         protos[name] = m
         layers += [dict(row, graph=name) for row in lay]

@@ -126,7 +126,8 @@ def _layout(a: np.ndarray, kn: bool) -> np.ndarray:
 def _scale_operand(b: Builder, scales: np.ndarray, kn: bool, hint: str) -> tuple[str, dict, int]:
     """DequantizeLinear scale + attributes: per-channel (1-D) or blocked (same rank)."""
     if scales.shape[1] == 1:
-        return b.const(scales[:, 0], hint=f"{hint}.scale"), {"axis": 1 if kn else 0}, scales.size * 4
+        return (b.const(scales[:, 0], hint=f"{hint}.scale"), {"axis": 1 if kn else 0},
+                scales.size * 4)
     return (b.const(_layout(scales, kn), hint=f"{hint}.scale"), {"axis": 0 if kn else 1},
             scales.size * 4)
 
