@@ -35,6 +35,24 @@ def test_local_timeout_kills_the_process_group(tmp_path):
         assert time.monotonic() - start < 10
         res = t.run(["sh", "-c", "kill -9 $$"], 10)
         assert res.signal == 9
+        with pytest.raises(TransportError, match="not found"):
+            t.run(["no-such-runner-xyz"], 10)
+
+
+def test_runner_peak_rss_is_its_own_not_ours():
+    """Linux keeps ru_maxrss across fork+exec; a runner started by this (big) process must
+    still report its own peak, as ek-run does with getrusage."""
+    import resource
+    import sys
+
+    big = bytearray(300 << 20)  # make this process's peak clearly larger than a child's
+    big[::4096] = b"x" * len(big[::4096])
+    ours = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    with LocalTransport() as t:
+        child = int(t.run([sys.executable, "-c", code], 60).stdout)
+    assert ours > 300_000 and child < 100_000, (ours, child)
+    del big
 
 
 # Recorded adb outputs (platform-tools 34-35). adb exits 0 on several of these failures.

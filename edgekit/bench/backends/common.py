@@ -43,7 +43,17 @@ class Plan:
 
 
 def peak_rss_kb() -> int:
-    """This process's peak resident set (Linux getrusage reports KiB)."""
+    """This process's peak resident set in KiB: VmHWM of its own address space on Linux.
+
+    getrusage's ru_maxrss is the fallback only: Linux carries it across fork+exec, so a child
+    started from a big parent would report the parent's peak (docs/bench.md, Memory)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 

@@ -40,22 +40,29 @@ class LocalTransport(Transport):
         return str(dst)
 
     def run(self, argv, timeout) -> RunResult:
-        cmd = self.prefix + list(argv)
+        # Started through a small shell that forks (not execs) the command: Linux carries a
+        # process's peak RSS across fork+exec, so a runner started straight from this Python
+        # (hundreds of MiB with torch loaded) would report our peak as its own getrusage().
+        cmd = ["sh", "-c", '"$@"; exit $?', "sh"] + self.prefix + list(argv)
         try:
             # A new session, so a timeout kills the runner and anything it started.
             proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
         except OSError as exc:
-            raise TransportError(f"cannot run {cmd[0]}: {exc.strerror}") from None
+            raise TransportError(f"cannot run sh: {exc.strerror}") from None
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise RemoteTimeout(f"{Path(cmd[0]).name} ran past its {timeout:g} s timeout "
+            raise RemoteTimeout(f"{Path(cmd[4]).name} ran past its {timeout:g} s timeout "
                                 "and was killed") from None
-        sig = -proc.returncode if proc.returncode < 0 else None
-        return RunResult(proc.returncode, out, err, sig)
+        rc = proc.returncode
+        if rc == 127 and "not found" in err:
+            raise TransportError(f"cannot run {cmd[4]}: not found")
+        # The shell reports a child killed by signal N as 128+N (as ssh and adb shells do).
+        sig = rc - 128 if 128 < rc < 160 else (-rc if rc < 0 else None)
+        return RunResult(rc, out, err, sig)
 
     def pull(self, remote, local) -> None:
         try:
