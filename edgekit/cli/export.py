@@ -110,6 +110,15 @@ def _print(report: dict, out: str) -> None:
                   _fmt_db(e["worst_snr_vs_compressed_db"]), _fmt_db(e["worst_snr_vs_fp32_db"]),
                   _widened(e.get("widened_layers") or []))
     con.print(p)
+    d = Table(title="parity per graph output (SNR dB over the streaming calls)")
+    for col in ("format", "graph", "output", "vs compressed", "vs fp32"):
+        d.add_column(col, justify="left" if col in ("format", "graph", "output") else "right")
+    for fmt, e in report["formats"].items():
+        for graph, outs in e["parity"].items():
+            for name, row in outs.items():
+                d.add_row(fmt, graph, name, _fmt_db(row["snr_vs_compressed_db"]),
+                          _fmt_db(row.get("snr_vs_fp32_db", "-")))
+    con.print(d)
     ekm = report["formats"].get("ekm")
     if ekm:
         sc = ekm["size_check"]
