@@ -88,7 +88,8 @@ void convs(FRunner& F) {
       for (int ci = 0; ci < Cin / G; ++ci)
         for (int tap = 0; tap < k; ++tap) {
           const int t = o * st - pl + tap * dil;
-          if (t >= 0 && t < T) s += w.f()[(co * (Cin / G) + ci) * k + tap] * x.f()[((co / (Cout / G)) * (Cin / G) + ci) * T + t];
+          const int cin = (co / (Cout / G)) * (Cin / G) + ci;
+          if (t >= 0 && t < T) s += w.f()[(co * (Cin / G) + ci) * k + tap] * x.f()[cin * T + t];
         }
       want[co * Tout + o] = s;
     }

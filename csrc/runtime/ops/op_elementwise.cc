@@ -54,10 +54,15 @@ Status infer_arith(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   return infer_binary_impl(sig, outs, names[kOpCode - 20], true);
 }
 
-Status eval_add(const OpContext& c) { return binary_loop<float, float>(c, [](float a, float b) { return a + b; }), Status::Ok(); }
-Status eval_sub(const OpContext& c) { return binary_loop<float, float>(c, [](float a, float b) { return a - b; }), Status::Ok(); }
-Status eval_mul(const OpContext& c) { return binary_loop<float, float>(c, [](float a, float b) { return a * b; }), Status::Ok(); }
-Status eval_div(const OpContext& c) { return binary_loop<float, float>(c, [](float a, float b) { return a / b; }), Status::Ok(); }
+template <class F>
+Status arith(const OpContext& c, F f) {
+  binary_loop<float, float>(c, f);
+  return Status::Ok();
+}
+Status eval_add(const OpContext& c) { return arith(c, [](float a, float b) { return a + b; }); }
+Status eval_sub(const OpContext& c) { return arith(c, [](float a, float b) { return a - b; }); }
+Status eval_mul(const OpContext& c) { return arith(c, [](float a, float b) { return a * b; }); }
+Status eval_div(const OpContext& c) { return arith(c, [](float a, float b) { return a / b; }); }
 
 Status infer_equal(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   return infer_binary_impl(sig, outs, "equal", false);
@@ -102,7 +107,8 @@ void where_t(const OpContext& ctx) {
   const T* b = static_cast<const T*>(ctx.inputs[2]->data);
   T* y = static_cast<T*>(ctx.outputs[0]->data);
   const TensorInfo* ins[3] = {&ctx.inputs[0]->info, &ctx.inputs[1]->info, &ctx.inputs[2]->info};
-  Broadcaster(ctx.outputs[0]->info, ins, 3).for_each_row([&](int64_t out, const int64_t* o, int64_t len, const int64_t* s) {
+  const Broadcaster bc(ctx.outputs[0]->info, ins, 3);
+  bc.for_each_row([&](int64_t out, const int64_t* o, int64_t len, const int64_t* s) {
     for (int64_t i = 0; i < len; ++i) y[out + i] = c[o[0] + i * s[0]] ? a[o[1] + i * s[1]] : b[o[2] + i * s[2]];
   });
 }
@@ -166,7 +172,8 @@ Status eval_leaky_relu(const OpContext& c) {
 Status infer_clamp(const OpSignature& s, std::vector<TensorInfo>* o) {
   Status st = infer_unary_impl(s, o, "clamp", 2);
   if (st.ok() && (std::isnan(s.floats[0]) || std::isnan(s.floats[1]) || s.floats[0] > s.floats[1]))
-    return fail("clamp", "needs lo <= hi, got [" + std::to_string(s.floats[0]) + ", " + std::to_string(s.floats[1]) + "]");
+    return fail("clamp", "needs lo <= hi, got [" + std::to_string(s.floats[0]) + ", " +
+                             std::to_string(s.floats[1]) + "]");
   return st;
 }
 Status eval_clamp(const OpContext& c) {

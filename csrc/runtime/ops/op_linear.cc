@@ -26,7 +26,8 @@ Status infer_linear(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   if (!st.ok()) return st;
   const TensorInfo &x = *sig.inputs[0], &w = *sig.inputs[1];
   if (x.rank < 1 || x.dims[x.rank - 1] != w.dims[1])
-    return fail(op, "x " + shape_str(x) + " does not end in K = " + std::to_string(w.dims[1]) + " of W " + shape_str(w));
+    return fail(op, "x " + shape_str(x) + " does not end in K = " + std::to_string(w.dims[1]) + " of W " +
+                        shape_str(w));
   st = check_bias(sig, op, 2, w.dims[0], "bias");
   if (!st.ok()) return st;
   TensorInfo y = x;

@@ -71,7 +71,8 @@ Status infer_transpose(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   TensorInfo y = x;
   for (int i = 0; i < x.rank; ++i) {
     const int64_t p = sig.ints[i];
-    if (p < 0 || p >= x.rank || seen[p]) return fail(op, "perm is not a permutation of 0.." + std::to_string(x.rank - 1));
+    if (p < 0 || p >= x.rank || seen[p])
+      return fail(op, "perm is not a permutation of 0.." + std::to_string(x.rank - 1));
     seen[p] = true;
     y.dims[i] = x.dims[p];
   }
