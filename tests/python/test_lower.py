@@ -310,3 +310,26 @@ def test_runtime_session_matches_compressed_model(tmp_path, name, recipe):
         got = parity.run_steps(runner, feeds[spec.name])
         worst = parity.worst({spec.name: parity.compare(got, ref, None)})
         assert worst >= _threshold(name, recipe), f"{name} {recipe} {spec.name}: {worst:.1f}"
+
+
+class _Passthrough(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y, x, y     # an input and a repeated value as outputs
+
+
+def test_outputs_that_alias_inputs_or_each_other_are_copies():
+    q = compress(_Passthrough().eval(), "int8")
+    mir = lower(q, module_graphs(q, (1, 3, 4)))
+    check_model(mir)
+    g = mir.graphs["forward"]
+    assert g.outputs == ["y0", "y1", "y2"]
+    assert [op.type for op in g.ops] == ["qlinear", "copy", "copy"]
+    x = np.random.default_rng(0).standard_normal((1, 3, 4)).astype(np.float32)
+    out = Interpreter(mir).step({"x": x})
+    np.testing.assert_array_equal(out["y1"], x)
+    np.testing.assert_array_equal(out["y0"], out["y2"])

@@ -87,6 +87,8 @@ def _publish(b: Builder, v, name: str, kind: str, pairs) -> Val:
     (a constant, an input or state, or a value already published)."""
     if isinstance(v, Const) or not isinstance(v, Val):
         v = b.val(v)
+    if v.name in b.renamed:   # already published under another name: copy that
+        v = Val(b.renamed[v.name], v.shape, v.dtype)
     t = b.tensors[v.name]
     published = b.__dict__.setdefault("published", set())
     if t.kind == "activation" and v.name not in published and any(

@@ -61,6 +61,7 @@ class Builder:
         self.ops: list[ir.Op] = []
         self.layers = layers          # per-layer report rows, shared by the graphs
         self.path = ""                # module path of the node being lowered
+        self.renamed: dict[str, str] = {}   # activation -> its public name (see `rename`)
         self._n = 0
 
     # -- tensors -------------------------------------------------------------------------
@@ -102,6 +103,7 @@ class Builder:
             raise EdgekitError(f"duplicate tensor name {new!r} in graph {self.graph}")
         t = self.tensors.pop(old)
         t.name, t.kind = new, kind
+        self.renamed[old] = new
         self.tensors[new] = t
         for op in self.ops:
             op.inputs = [new if i == old else i for i in op.inputs]
