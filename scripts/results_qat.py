@@ -18,6 +18,7 @@ JSON as they finish (atomic writes), and rows already present are skipped: rerun
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -27,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgekit._io import atomic_write_json  # noqa: E402
+from edgekit._io import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 EDGE = ["@first", "@last"]
 
@@ -75,6 +76,11 @@ ROWS = {
     "4-bit PTQ uniform": ("ptq", sub8(4, "uniform", "u4"), {}),
     "4-bit PTQ Lloyd-Max": ("ptq", sub8(4, "lloyd_max", "lm4"), {}),
     "5-bit PTQ mu-law (GQ init)": ("ptq", sub8(5, "mulaw", "mu5"), {}),
+    # PTQ of the fp32 fine-tuned model: the fair baseline for QAT, which also trains
+    "fine-tuned fp32 + 5-bit PTQ Lloyd-Max": ("ftptq", sub8(5, "lloyd_max", "lm5"), {}),
+    "fine-tuned fp32 + 4-bit PTQ Lloyd-Max": ("ftptq", sub8(4, "lloyd_max", "lm4"), {}),
+    "fine-tuned fp32 + mixed 1/2/4-bit PTQ": (
+        "ftptq", mixed("lloyd_max", "lloyd_max", "binary"), {}),
     "5-bit S8BQAT": ("qat", sub8(5, "lloyd_max", "lm5"), {"method": "s8bqat"}),
     "4-bit S8BQAT": ("qat", sub8(4, "lloyd_max", "lm4"), {"method": "s8bqat"}),
     "5-bit GQ": ("qat", sub8(5, "mulaw", "mu5"), {"method": "gq"}),
@@ -109,6 +115,9 @@ def stored_bytes(model) -> int:
     return total
 
 
+model_ft_state = [None]   # the last plain fp32 fine-tune, for the "ftptq" rows
+
+
 def build_row(kind, recipe, opts, args, base_state, load):
     from edgekit.compress import compress
     from edgekit.data.dataset import SpeechDataset
@@ -124,6 +133,16 @@ def build_row(kind, recipe, opts, args, base_state, load):
         return compress(model, recipe, calib=calib).eval(), info
     if kind == "fp32":
         return model.eval(), info
+    if kind == "ftptq":
+        cache = Path(f"{args.out}.fp32-ft{args.steps}.pt")
+        if not cache.exists():
+            build_row("train", None, {}, args, base_state, load)
+            buf = io.BytesIO()
+            torch.save(model_ft_state[0], buf)
+            atomic_write_bytes(cache, buf.getvalue())
+        model.load_state_dict(torch.load(cache, weights_only=True))
+        calib = [SpeechDataset(args.data, "train", limit=8)[i]["feats"][None] for i in range(8)]
+        return compress(model, recipe, calib=calib).eval(), {"fine_tuned_steps": args.steps}
     reg, cbs = None, []
     if kind == "qat":
         from edgekit.compress.qat import prepare
@@ -143,9 +162,12 @@ def build_row(kind, recipe, opts, args, base_state, load):
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup=min(20, args.steps),
                       weight_decay=0.0, log_every=25, threads=1)
     history = []
+    torch.manual_seed(args.seed)   # dropout: every training row starts from the same RNG state
     result = train(model, bucket_batches(train_set, 8, args.seed), asr.make_loss(model, seed=0),
                    cfg, regularizer=reg, callbacks=cbs, log=history.append)
     info.update(train_seconds=round(result.seconds, 1), history=history[-3:])
+    if kind == "train":
+        model_ft_state[0] = {k: v.clone() for k, v in model.state_dict().items()}
     if kind == "prune":
         info["measured_sparsity"] = round(cbs[0].sparsity(), 4)
         # the layers the pruner did not pack (convolutions, the head): int8, as in `pruned`
