@@ -81,3 +81,19 @@ def collate(items: list[dict]) -> dict:
         "text": [it["text"] for it in items],
         "id": [it["id"] for it in items],
     }
+
+
+def calibration_batches(data_dir, model_name: str, n: int = 8, split: str = "train") -> list:
+    """Real-speech calibration inputs for `edgekit.compress.compress(model, recipe, calib=...)`.
+
+    The first `n` utterances of `split`, one per batch, in the form zoo model `model_name`
+    takes: a (1, N) wave for NWC, (features, tokens) for RNN-T, (1, T, 80) features otherwise.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    ds = SpeechDataset(data_dir, split, limit=n)
+    if model_name.startswith("nwc"):
+        return [ds.wave(i)[None] for i in range(len(ds))]
+    if model_name == "rnnt":
+        return [(ds[i]["feats"][None], ds[i]["tokens"][None]) for i in range(len(ds))]
+    return [ds[i]["feats"][None] for i in range(len(ds))]

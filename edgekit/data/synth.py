@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import wave
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -253,7 +253,3 @@ def synthesize(
         atomic_write_text(out / f"{split}.jsonl", "".join(r + "\n" for r in rows))
     return {s: len(r) for s, r in lines.items()}
 
-
-def utterance_dict(utt: Utterance) -> dict:
-    """Plain-dict form of an utterance (for logs and tests)."""
-    return asdict(utt)

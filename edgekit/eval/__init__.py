@@ -17,18 +17,9 @@ from pathlib import Path
 import torch
 
 from edgekit import models
-from edgekit.data.dataset import SpeechDataset
+from edgekit.data.dataset import SpeechDataset, calibration_batches
 
 __all__ = ["evaluate", "load_target"]
-
-
-def _calib(name: str, data_dir, n: int = 8) -> list:
-    ds = SpeechDataset(data_dir, "train", limit=n)
-    if name.startswith("nwc"):
-        return [ds.wave(i)[None] for i in range(len(ds))]
-    if name == "rnnt":
-        return [(ds[i]["feats"][None], ds[i]["tokens"][None]) for i in range(len(ds))]
-    return [ds[i]["feats"][None] for i in range(len(ds))]
 
 
 def load_target(target: str, size: str = "tiny", recipe: str | None = None,
@@ -77,7 +68,7 @@ def load_target(target: str, size: str = "tiny", recipe: str | None = None,
 
         if data_dir is None:
             raise ValueError("compressing with a recipe needs calibration data")
-        model = compress(model, recipe, calib=_calib(name, data_dir)).eval()
+        model = compress(model, recipe, calib=calibration_batches(data_dir, name)).eval()
         desc["recipe"] = recipe
     return name, model.eval(), desc
 
@@ -99,9 +90,6 @@ def evaluate(target: str, data_dir, split: str = "test", size: str = "tiny",
 
     Returns {"target", "split", "data", "accuracy": {...}, "examples"?}.
     """
-    from edgekit.eval.asr import evaluate_asr
-    from edgekit.eval.codec import evaluate_codec
-
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -12,7 +12,8 @@ import numpy as np
 def _texts(refs, hyps) -> tuple[list[str], list[str]]:
     refs, hyps = list(refs), list(hyps)
     if len(refs) != len(hyps) or not refs:
-        raise ValueError(f"need equal, non-zero numbers of refs and hyps ({len(refs)}, {len(hyps)})")
+        raise ValueError(
+            f"need equal, non-zero numbers of refs and hyps ({len(refs)}, {len(hyps)})")
     return refs, hyps
 
 

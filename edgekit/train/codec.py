@@ -36,11 +36,15 @@ class _Assignments:
 
     def __init__(self, model: nn.Module):
         self.items: list[torch.Tensor] = []
-        quantizers = [m for m in model.modules() if hasattr(m, "assignment") and hasattr(m, "bins")]
+        quantizers = [m for m in model.modules()
+                      if hasattr(m, "assignment") and hasattr(m, "bins")]
         if not quantizers:
             raise ValueError("the codec loss needs a model with NWC scalar quantizers")
         for q in quantizers:
-            q.register_forward_hook(lambda mod, args, out: self.items.append(mod.assignment(args[0])))
+            q.register_forward_hook(self._collect)
+
+    def _collect(self, module, args, _out) -> None:
+        self.items.append(module.assignment(args[0]))
 
 
 class CodecLoss:

@@ -92,6 +92,6 @@ def fit(
                     "metrics": metrics}
             save_checkpoint(out, m, meta, step)
 
-    return train(model, bucket_batches(train_set, batch_size, seed), asr.make_loss(model, seed=seed),
-                 cfg, regularizer=regularizer, callbacks=callbacks, evaluate=evaluate,
-                 checkpoint=checkpoint, log=log)
+    return train(model, bucket_batches(train_set, batch_size, seed),
+                 asr.make_loss(model, seed=seed), cfg, regularizer=regularizer,
+                 callbacks=callbacks, evaluate=evaluate, checkpoint=checkpoint, log=log)
