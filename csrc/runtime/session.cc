@@ -32,6 +32,9 @@ const char* dtype_name(DType t) {
   return "?";
 }
 
+// Upper bound on what one session allocates (arena + its own buffers).
+constexpr uint64_t kMaxSessionBytes = uint64_t{1} << 31;
+
 size_t elem_bytes(DType t) { return t == DType::F32 || t == DType::I32 ? 4 : t == DType::I64 ? 8 : 1; }
 
 size_t info_bytes(const TensorInfo& t) {
@@ -123,6 +126,14 @@ Status Session::Impl::bind(const SessionOptions& opts) {
       refs[i].prepared = f.tensors[i].packed;
     }
   }
+  // A hostile or mistaken file can declare tensors of 2^31 elements: refuse before allocating.
+  uint64_t io_bytes = 0;
+  for (int32_t t : g.inputs) io_bytes += info_bytes(refs[t].info);
+  for (int32_t t : g.outputs) io_bytes += info_bytes(refs[t].info);
+  for (auto st : g.states) io_bytes += info_bytes(refs[st.first].info);
+  if (io_bytes > kMaxSessionBytes)
+    return Status::Invalid("graph '" + g.name + "' needs " + std::to_string(io_bytes) +
+                           " bytes of inputs, outputs and states, more than the runtime's 2 GiB limit");
   for (int32_t t : g.inputs) own(t), in_idx.push_back(t), inputs.push_back(describe(t));
   for (int32_t t : g.outputs) own(t), out_idx.push_back(t), outputs.push_back(describe(t));
   for (auto [s, next] : g.states) {
@@ -172,6 +183,9 @@ Status Session::Impl::bind(const SessionOptions& opts) {
     sig.n_floats = static_cast<int>(r.op->floats.size());
     for (int32_t t : r.op->outputs) outs[i].push_back(f.tensors[t].info);
     size_t scratch = r.def->scratch_bytes ? r.def->scratch_bytes(sig, outs[i], linear, threads) : 0;
+    if (scratch > kMaxSessionBytes)
+      return Status::Invalid(r.op->name + " (" + r.def->name + "): needs " + std::to_string(scratch) +
+                             " bytes of scratch, more than the runtime's 2 GiB limit");
     if (scratch > 0) {
       reqs.push_back({scratch, i, i});
       req_tensor.push_back(-(i + 1));
@@ -180,6 +194,9 @@ Status Session::Impl::bind(const SessionOptions& opts) {
   }
 
   plan = runtime::plan_arena(reqs, 64);
+  if (plan.arena_bytes > kMaxSessionBytes - io_bytes)
+    return Status::Invalid("graph '" + g.name + "' needs a " + std::to_string(plan.arena_bytes) +
+                           "-byte arena, more than the runtime's 2 GiB limit");
   arena = std::make_unique<AlignedBuffer>(plan.arena_bytes);
   if (arena->p == nullptr) return Status::Invalid("cannot allocate a " + std::to_string(plan.arena_bytes) + "-byte arena");
   auto* base = static_cast<uint8_t*>(arena->p);

@@ -319,3 +319,14 @@ def test_zoo_conformer_run_equals_steps_and_threads(tiny_conformer):
     for k, v in full.items():
         np.testing.assert_array_equal(v, np.concatenate([p[k] for p in steps], axis=1))
     assert s.arena_bytes < s.naive_bytes / 4  # reuse matters on a real network
+
+
+def test_huge_declared_tensors_are_refused_not_allocated(tmp_path):
+    """Shapes are valid (2^30 elements each) but a session would need 8 GiB: a clear error."""
+    shape = (1 << 15, 1 << 15)
+    t = {"x": ir.Tensor("x", "f32", shape, "input"), "h": ir.Tensor("h", "f32", shape, "activation"),
+         "y": ir.Tensor("y", "f32", shape, "output")}
+    ops = [ir.Op("relu", "a", ["x"], ["h"]), ir.Op("relu", "b", ["h"], ["y"])]
+    ekm.write(ir.Model(t, {"g": ir.Graph("g", ops, ["x"], ["y"])}, {}), tmp_path / "huge.ekm")
+    with pytest.raises(RuntimeModelError, match="2 GiB limit"):
+        Session(tmp_path / "huge.ekm")
