@@ -224,6 +224,12 @@ def test_unreachable_pi_gives_an_estimate_never_a_measurement(model_dir, tmp_pat
     assert res["kind"] == "estimated" and res["samples_us"] == [] and res["stats"] is None
     assert res["estimate"]["method"] == "roofline" and res["estimate"]["total_us"] > 0
     assert any("not a measurement" in n for n in res["notes"])
+    functional = res["estimate"]["functional"]
+    if (Path(__file__).resolve().parents[2] / "build/aarch64/ek-run").is_file():
+        # The real aarch64 runner ran under qemu -cpu cortex-a72: no dotprod, so neon.
+        assert functional["ok"] and functional["isa"] == "neon", functional
+    else:
+        assert not functional["ok"] and "targets/qemu/build.sh" in functional["how"]
     row = next(csv.DictReader((out / "results.csv").open()))
     assert row["kind"] == "estimated" and row["p50_us"] == "" and float(row["estimate_us"]) > 0
     # The schema refuses an "estimated" result that carries samples.
