@@ -93,6 +93,12 @@ ROWS = {
         "ptq", pruned({"kind": "nm", "n": 2, "m": 4, "score": "wanda"}, "nm24"), {}),
     "int8 + 50% gradual magnitude": ("prune", PRUNE_TARGETS, {"kind": "magnitude"}),
     "int8 + 50% CSP": ("prune", PRUNE_TARGETS, {"kind": "csp"}),
+    # ablations: CSP without the L1 shrinkage of the survivors (support only); S8BQAT with a
+    # 10x stronger regulariser and no periodic snap (only the final one)
+    "int8 + 50% CSP (no shrink)": ("prune", PRUNE_TARGETS, {"kind": "csp", "shrink": False}),
+    "4-bit S8BQAT (lam 1e-3, final snap only)": (
+        "qat", sub8(4, "lloyd_max", "lm4"),
+        {"method": "s8bqat", "knobs": {"lam": 1e-3, "warmup": 50, "period": 0}}),
 }
 # S8BQAT knobs for a short fine-tune: METHODS' P = 500 exceeds the whole run, so the hard
 # compressor runs every 50 steps; λ = 1e-4 (the default) on Σ r(w), ramped over 50 steps.
@@ -147,7 +153,7 @@ def build_row(kind, recipe, opts, args, base_state, load):
     if kind == "qat":
         from edgekit.compress.qat import prepare
 
-        knobs = S8BQAT_KNOBS if opts["method"] == "s8bqat" else GQ_KNOBS
+        knobs = opts.get("knobs") or (S8BQAT_KNOBS if opts["method"] == "s8bqat" else GQ_KNOBS)
         model, reg, cbs = prepare(opts["method"], model, recipe, steps=args.steps, **knobs)
         info["knobs"] = knobs
     elif kind == "prune":
@@ -156,7 +162,8 @@ def build_row(kind, recipe, opts, args, base_state, load):
 
         cls = CSP if opts["kind"] == "csp" else GradualMagnitude
         end = max(2, 3 * args.steps // 4)
-        cbs = [cls(model, 0.5, begin=0, end=end, every=max(1, end // 6), recipe=recipe)]
+        extra = {"shrink": opts["shrink"]} if "shrink" in opts else {}
+        cbs = [cls(model, 0.5, begin=0, end=end, every=max(1, end // 6), recipe=recipe, **extra)]
         info["schedule"] = {"end": end, "every": max(1, end // 6)}
     train_set = SpeechDataset(args.data, "train")
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup=min(20, args.steps),
