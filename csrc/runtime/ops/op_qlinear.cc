@@ -2,6 +2,7 @@
 // weight, through the session's linear kernel and the shared float epilogue.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/linear/epilogue.h"
 #include "runtime/ops/common.h"
@@ -25,6 +26,7 @@ Status infer(const OpSignature& sig, std::vector<TensorInfo>* outs) {
                          " but W " + shape_str(w) + " expects K = " + std::to_string(w.dims[1]));
   st = check_bias(sig, kOp, 2, w.dims[0], "bias");
   if (!st.ok()) return st;
+  if (x.numel() / w.dims[1] > INT32_MAX) return fail(kOp, "more than 2^31 - 1 rows");  // the kernels' M is an int
   TensorInfo y = x;
   y.dims[y.rank - 1] = w.dims[0];
   outs->assign(1, y);
