@@ -96,7 +96,7 @@ ROWS = {
     # ablations: CSP without the L1 shrinkage of the survivors (support only); S8BQAT with a
     # 10x stronger regulariser and no periodic snap (only the final one)
     "int8 + 50% CSP (no shrink)": ("prune", PRUNE_TARGETS, {"kind": "csp", "shrink": False}),
-    "4-bit S8BQAT (lam 1e-3, final snap only)": (
+    "4-bit S8BQAT (lam 1e-3; final snap only)": (
         "qat", sub8(4, "lloyd_max", "lm4"),
         {"method": "s8bqat", "knobs": {"lam": 1e-3, "warmup": 50, "period": 0}}),
 }
