@@ -76,10 +76,9 @@ void linear_and_matmul(FRunner& F) {
   F.expect_error("matmul K", 12, {&a, &a}, {}, {}, "disagree on K");
 }
 
-void convs(FRunner& F) {
-  // conv1d: Cin 6, groups 2, k 3, stride 2, dilation 2, pads (2, 1).
-  const int Cin = 6, T = 15, Cout = 4, G = 2, k = 3, st = 2, dil = 2, pl = 2, pr = 1;
-  Ten x = rand_f32({1, Cin, T}, 10), w = rand_f32({Cout, Cin / G, k}, 11), b = rand_f32({Cout}, 12);
+// conv1d against its definition, for one geometry.
+void conv_case(FRunner& F, int Cin, int T, int Cout, int G, int k, int st, int dil, int pl, int pr, uint64_t seed) {
+  Ten x = rand_f32({1, Cin, T}, seed), w = rand_f32({Cout, Cin / G, k}, seed + 1), b = rand_f32({Cout}, seed + 2);
   const int Tout = (T + pl + pr - dil * (k - 1) - 1) / st + 1;
   std::vector<float> want(Cout * Tout);
   for (int co = 0; co < Cout; ++co)
@@ -93,10 +92,21 @@ void convs(FRunner& F) {
         }
       want[co * Tout + o] = s;
     }
-  F.run("conv1d grouped strided dilated", 4, {&x, &w, &b}, {st, pl, pr, dil, G}, {}, [&](OpRun& r) {
+  const std::string what = "conv1d Cin=" + std::to_string(Cin) + " T=" + std::to_string(T) + " groups=" +
+                           std::to_string(G) + " k=" + std::to_string(k) + " stride=" + std::to_string(st) +
+                           " dil=" + std::to_string(dil) + " pads=" + std::to_string(pl) + "," + std::to_string(pr);
+  F.run(what, 4, {&x, &w, &b}, {st, pl, pr, dil, G}, {}, [&](OpRun& r) {
     std::string d = shape_is(r.outs[0], {1, Cout, Tout});
     return d.empty() ? compare(r.outs[0].f(), want.data(), Cout * Tout, kTol, kTol) : d;
   });
+}
+
+void convs(FRunner& F) {
+  conv_case(F, 6, 15, 4, 2, 3, 2, 2, 2, 1, 10);
+  conv_case(F, 3, 4, 2, 1, 3, 1, 3, 5, 5, 16);   // taps that only ever read padding
+  conv_case(F, 4, 9, 4, 4, 5, 3, 1, 4, 0, 17);   // causal depthwise, strided
+  const int Cin = 6, T = 15, Cout = 4, G = 2, k = 3;
+  Ten x = rand_f32({1, Cin, T}, 10), w = rand_f32({Cout, Cin / G, k}, 11), b = rand_f32({Cout}, 12);
   // conv_transpose1d in gather form: y[co, o] = sum over (ci, tap) with o = t*stride - pad + tap*dil.
   const int tCin = 4, tT = 6, tOg = 3, tG = 2, tk = 4, ts = 3, tp = 1, top = 1, td = 1;
   Ten tx = rand_f32({1, tCin, tT}, 13), tw = rand_f32({tCin, tOg, tk}, 14), tb = rand_f32({tOg * tG}, 15);

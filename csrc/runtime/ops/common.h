@@ -158,6 +158,18 @@ Status check_bias(const OpSignature& sig, const char* op, int bi, int64_t n, con
 // scratch_bytes of ops that need none.
 size_t no_scratch(const OpSignature&, const std::vector<TensorInfo>&, const kernels::LinearVariant*, int);
 
+// Dot product with eight partial sums: without -ffast-math the compiler may not reorder one
+// long sum chain, so this is what lets it vectorize (the order is fixed: deterministic).
+inline float dot8(const float* a, const float* b, int64_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
+  float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+
 inline float sigmoidf(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 }  // namespace edgekit::runtime::ops

@@ -69,10 +69,11 @@ Status eval_conv(const OpContext& ctx) {
       const float* xr = x + (grp * Cg + ci) * T;
       for (int64_t tap = 0; tap < k; ++tap) {
         const float wv = w[(co * Cg + ci) * k + tap];
-        for (int64_t t = 0; t < Tout; ++t) {
-          const int64_t s = t * stride - pl + tap * dil;
-          if (s >= 0 && s < T) yr[t] += wv * xr[s];
-        }
+        // Output positions whose input t * stride + off lies inside [0, T): one range.
+        const int64_t off = tap * dil - pl;
+        const int64_t lo = std::min(Tout, off >= 0 ? 0 : (-off + stride - 1) / stride);
+        const int64_t hi = off > T - 1 ? lo : std::max(lo, std::min(Tout, (T - 1 - off) / stride + 1));
+        for (int64_t t = lo; t < hi; ++t) yr[t] += wv * xr[t * stride + off];
       }
     }
   }

@@ -6,18 +6,6 @@
 namespace edgekit::runtime::ops {
 namespace {
 
-// Eight partial sums: without -ffast-math the compiler may not reorder one long sum chain,
-// so this is what lets it vectorize (the sum order is fixed, hence deterministic).
-float dot(const float* a, const float* b, int64_t n) {
-  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
-  float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  for (; i < n; ++i) r += a[i] * b[i];
-  return r;
-}
-
 Status infer_linear(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   const char* op = "linear";
   Status st = check_counts(sig, op, 3, 3, 0, 0, {2});
@@ -43,7 +31,7 @@ Status eval_linear(const OpContext& ctx) {
   const float* b = ctx.inputs[2] ? ctx.inputs[2]->cf() : nullptr;
   float* y = ctx.outputs[0]->f();
   for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < N; ++n) y[m * N + n] = dot(x + m * K, w + n * K, K) + (b ? b[n] : 0.0f);
+    for (int64_t n = 0; n < N; ++n) y[m * N + n] = dot8(x + m * K, w + n * K, K) + (b ? b[n] : 0.0f);
   return Status::Ok();
 }
 

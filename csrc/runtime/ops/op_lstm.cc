@@ -40,12 +40,6 @@ size_t scratch(const OpSignature& sig, const std::vector<TensorInfo>&, const ker
   return 4 * static_cast<size_t>(sig.inputs[1]->dims[1]) * sizeof(float);
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 Status eval(const OpContext& ctx) {
   const int64_t T = ctx.inputs[0]->info.dims[1], I = ctx.inputs[0]->info.dims[2];
   const int64_t H = ctx.inputs[1]->info.dims[1], G4 = 4 * H;
@@ -58,7 +52,7 @@ Status eval(const OpContext& ctx) {
   float* g = static_cast<float*>(ctx.scratch);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t j = 0; j < G4; ++j) {
-      float v = dot(wih + j * I, x + t * I, I) + dot(whh + j * H, h, H);
+      float v = dot8(wih + j * I, x + t * I, I) + dot8(whh + j * H, h, H);
       if (b_ih) v += b_ih[j];
       if (b_hh) v += b_hh[j];
       g[j] = v;
