@@ -1,10 +1,11 @@
-"""flavor="ort": uniform 2/4/8-bit `qlinear` weights as com.microsoft MatMulNBits.
+"""flavor="ort": uniform 2/4/8-bit `qlinear`/`qlstm` weights as com.microsoft MatMulNBits.
 
 MatMulNBits stores (N, k_blocks, block_size·bits/8) codes, k consecutive within a block and
 the first code in the low bits of a byte, one float scale per (n, block) and — when no zero
 point is given — the implicit zero point 2^(bits−1). That is exactly the symmetric affine
 codebook of §1.6, so only those weights take this route (and only with a power-of-two group
-size of at most 256, which MatMulNBits requires); everything else falls back to the QDQ route.
+size of at most 256, which MatMulNBits requires; a per-row scale is repeated per block,
+with the block size that stores the fewest bytes); everything else falls back to the QDQ route.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def matmulnbits(e, op, x: str, wname: str):
         block = w.group_size
         if block & (block - 1) or block > _MAX_BLOCK:
             return None
-    else:  # one scale per row, repeated over blocks of at most 256
-        block = min(_MAX_BLOCK, max(16, 1 << (w.K - 1).bit_length()))
+    else:  # one scale per row, repeated per block: pick the block that stores fewest bytes
+        block = min((16, 32, 64, 128, _MAX_BLOCK),
+                    key=lambda bs: -(-w.K // bs) * (bs * w.bits // 8 + 4))
     rows = np.zeros(w.N, np.int64) if w.tables.shape[0] == 1 else np.arange(w.N)
     codes = w.codes if w.mask is None else np.where(w.mask, w.codes, np.uint8(1 << (w.bits - 1)))
     B = _pack_blocks(codes, w.bits, block)
