@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from edgekit import EdgekitError, devices
-from edgekit.bench import facts, schema, stats
+from edgekit.bench import facts, result, schema
 from edgekit.bench.backends import FORMATS
 from edgekit.bench.backends import edgekit as ek
 from edgekit.bench.backends.common import Plan
@@ -224,7 +221,6 @@ def _one(backend: str, model: Path, profile: dict, t: Transport | None, opts: Op
         raise EdgekitError(f"{model.name}: --paced needs the chunk duration (no streaming "
                            "META); pass --chunk-ms")
     notes = list(opts.notes)
-    estimate = None
     remote = t is not None and t.describe()["kind"] != "local"
     if backend == "edgekit":
         if t is None:
@@ -258,75 +254,8 @@ def _one(backend: str, model: Path, profile: dict, t: Transport | None, opts: Op
         if backend == "session":
             extra.update(graph=opts.graph, isa=opts.isa, stream=opts.stream)
         raw = _child(backend, model, opts, plan, extra, t, python)
-    return build_result(backend, model, profile, t, opts, meta, raw, chunk_ms, dev_facts,
-                        notes, estimate)
-
-
-def _backend_block(backend: str, raw: dict, opts: Options) -> dict:
-    from importlib import import_module
-
-    name = "edgekit" if backend in ("edgekit", "session") else backend
-    mod = import_module(f"edgekit.bench.backends.{'edgekit' if name == 'edgekit' else name}")
-    return {"name": name, "runner": raw.get("runner", backend),
-            "version": raw.get("version") or raw.get("ek_run_version") or mod.version(),
-            "isa": raw.get("isa"), "kernel": raw.get("kernel"),
-            "graph": raw.get("graph") or opts.graph, "options": raw.get("options") or {}}
-
-
-def _base(backend, model, profile, t, opts, meta, dev_facts, kind, notes) -> dict:
-    fmt = "torch" if backend == "torch" else _EXT[model.suffix]
-    return {
-        "schema": schema.SCHEMA_ID, "kind": kind,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {"path": str(model), "format": fmt, "bytes": model.stat().st_size,
-                  "sha256": facts.sha256(model), "label": model.stem,
-                  "source": meta.get("source"), "recipe": (meta.get("recipe") or {}).get("name")},
-        "device": {"profile": profile["name"],
-                   "transport": t.describe() if t is not None else {"kind": "none"},
-                   "cpu": profile["cpu"], **dev_facts},
-        "host": facts.host(),
-        "flags": {"threads": opts.threads, "affinity": opts.affinity, "warmup": opts.warmup,
-                  "warmup_time_s": opts.warmup_time_s, "min_runs": opts.min_runs,
-                  "min_time_s": opts.min_time_s, "max_time_s": opts.max_time_s,
-                  "stream": opts.stream, "paced": opts.paced, "seed": opts.seed,
-                  "graph": opts.graph, "isa": opts.isa},
-        "accuracy": None, "notes": notes,
-    }
-
-
-def build_result(backend, model, profile, t, opts, meta, raw, chunk_ms, dev_facts, notes,
-                 estimate=None) -> dict:
-    """A measured result from a runner's raw JSON (ek-run keys); validated."""
-    samples = [float(v) for v in raw["iters_us"]]
-    if not samples:
-        raise EdgekitError(f"{backend} on {model.name} returned no samples")
-    res = _base(backend, model, profile, t, opts, meta, dev_facts, "measured", notes)
-    st = stats.summarize(samples, seed=opts.seed)
-    streaming = None
-    if opts.stream and chunk_ms:
-        paced = None
-        if raw.get("lag_us"):
-            lag = [max(0.0, float(v)) for v in raw["lag_us"]]
-            half = len(lag) // 2
-            # Keeping up: the lag does not grow over the run. Scheduler wake-up jitter makes
-            # single lags noisy, so compare the medians of the two halves; falling behind
-            # adds (step − chunk) per chunk and soon exceeds one chunk.
-            growth = (float(np.median(lag[half:])) - float(np.median(lag[:half]))
-                      if half else 0.0)
-            paced = {"lag_us": lag, "lag": stats.summarize(lag, seed=opts.seed),
-                     "final_lag_us": lag[-1], "keeps_up": bool(growth < chunk_ms * 1e3)}
-        streaming = {"chunk_ms": chunk_ms, "rtf": st["p50"] / (chunk_ms * 1e3),
-                     "chunk_latency": st, "paced": paced}
-    res.update({
-        "backend": _backend_block(backend, raw, opts),
-        "phases": {"load_us": raw.get("load_us"), "first_us": raw.get("first_us")},
-        "samples_us": samples, "stats": st, "streaming": streaming,
-        "memory": {"peak_rss_kb": raw.get("peak_rss_kb"), "arena_bytes": raw.get("arena_bytes"),
-                   "state_bytes": raw.get("state_bytes"), "model_file_bytes": model.stat().st_size},
-        "per_op": raw.get("per_op") if raw.get("per_op") else None,
-        "estimate": estimate,
-    })
-    return schema.validate(res, f"{backend} result for {model.name}")
+    return result.measured(backend, model, profile, t, opts, meta, raw, chunk_ms, dev_facts,
+                           notes)
 
 
 def _estimated(model, profile, opts, meta, dev_facts) -> dict:
@@ -367,7 +296,7 @@ def _estimated(model, profile, opts, meta, dev_facts) -> dict:
     chunk_ms = opts.chunk_ms or chunk_ms_of(meta)
     if chunk_ms:
         block["rtf"] = block["total_us"] / (chunk_ms * 1e3)
-    res = _base("edgekit", model, profile, None, opts, meta,
+    res = result.base("edgekit", model, profile, None, opts, meta,
                 {"os": None, "governor": None, "freq_mhz": None, "temperature_c": None},
                 "estimated", notes)
     res.update({
