@@ -229,8 +229,9 @@ def _one(backend: str, model: Path, profile: dict, t: Transport | None, opts: Op
             raise EdgekitError("--paced is not supported by ek-run; use --backend session")
         exe_local = ek.ek_run_for(profile["cpu"]["arch"])
         exe = t.push(exe_local, "ek-run", executable=True)
-        host_exe = exe_local if profile["cpu"]["arch"] == "x86_64" else None
-        runner_version = ek.check_version(t, exe, host_exe if remote else None)
+        # Checked on every device, the aarch64 cross build included: a stale build pushed
+        # to a Pi would otherwise print JSON this host misreads.
+        runner_version = ek.check_version(t, exe, ek.host_version() if remote else None)
         remote_model = t.push(model, "model.ekm")
         raw = ek.run_ek_run(t, exe, remote_model, plan, opts.threads, opts.seed,
                             opts.stream, opts.per_op, opts.graph, opts.isa,

@@ -126,14 +126,17 @@ def test_exception_inside_with_still_cleans_up(sshd, no_leftovers):
             1 / 0
 
 
-def test_version_mismatch_is_refused(sshd, tmp_path, no_leftovers):
+def test_version_mismatch_is_refused(sshd, tmp_path, monkeypatch, no_leftovers):
     host = write_fake_ek_run(tmp_path / "host-ek-run", version="0.1.0")
     dev = write_fake_ek_run(tmp_path / "dev-ek-run", version="0.0.9")
+    monkeypatch.setenv("EDGEKIT_EK_RUN", str(host))
+    assert ek.host_version() == "0.1.0"
     with sshd.transport() as t:
-        assert ek.check_version(t, t.push(host, "ek-run", executable=True), host) == "0.1.0"
+        exe = t.push(host, "ek-run", executable=True)
+        assert ek.check_version(t, exe, ek.host_version()) == "0.1.0"
         exe = t.push(dev, "ek-run2", executable=True)
         with pytest.raises(TransportError, match="0.0.9.*0.1.0"):
-            ek.check_version(t, exe, host)
+            ek.check_version(t, exe, ek.host_version())
 
 
 def _ssh_profile(sshd, tmp_path) -> Path:

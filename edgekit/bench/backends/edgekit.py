@@ -76,22 +76,29 @@ def _invoke(t: Transport, exe: str, model: str, args: list[str], timeout: float,
     return parse_ek_run(res.stdout, res.rc, res.stderr)
 
 
-def check_version(t: Transport, exe: str, host_exe: Path | None) -> str:
-    """The device's `ek-run --version`; must equal the host's when a host build exists."""
+def host_version() -> str:
+    """The host's ek-run version (its `--version`), or edgekit's when no host build exists:
+    what a device's runner must report to speak the same JSON."""
+    import subprocess
+
+    try:
+        exe = ek_run_for("x86_64")
+        p = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+        return _version_of(p.stdout)
+    except (EdgekitError, OSError, subprocess.TimeoutExpired):
+        return version()
+
+
+def check_version(t: Transport, exe: str, expected: str | None) -> str:
+    """The device's `ek-run --version`; must equal `expected` (the host's) when given."""
     res = t.run([exe, "--version"], 60)
     if res.signal is not None or res.rc != 0:
         raise TransportError(f"ek-run --version failed on the device (exit {res.rc}): "
                              f"{(res.stderr.strip().splitlines() or [''])[-1]}")
     remote = _version_of(res.stdout)
-    if host_exe is not None:
-        import subprocess
-
-        p = subprocess.run([str(host_exe), "--version"], capture_output=True, text=True,
-                           timeout=60)
-        local = _version_of(p.stdout)
-        if local != remote:
-            raise TransportError(f"ek-run on the device is {remote}, the host's is {local}; "
-                                 "push a matching build")
+    if expected is not None and expected != remote:
+        raise TransportError(f"ek-run on the device is {remote}, the host's is {expected}; "
+                             "push a matching build")
     return remote
 
 
