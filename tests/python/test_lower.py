@@ -336,3 +336,19 @@ def test_outputs_that_alias_inputs_or_each_other_are_copies():
     out = Interpreter(mir).step({"x": x})
     np.testing.assert_array_equal(out["y1"], x)
     np.testing.assert_array_equal(out["y0"], out["y2"])
+
+
+def test_uncalibrated_layers_use_the_dynamic_grid():
+    """Without calibration every q-op gets act_mode 1 (per-row max-abs grid); the interpreter
+    then stays close to the float-activation compressed model."""
+    torch.manual_seed(4)
+    m = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 8)).eval()
+    q = compress(m, "int8")
+    mir = lower(q, module_graphs(q, (1, 5, 16)))
+    qops = [op for op in mir.graphs["forward"].ops if op.type == "qlinear"]
+    assert [op.ints for op in qops] == [[1, 0], [1, 0]]
+    assert all(r["act"] == "dynamic" for r in mir.meta["layers"])
+    x = torch.randn(1, 5, 16)
+    with torch.no_grad():
+        ref = q(x).numpy()
+    assert parity.snr_db(ref, Interpreter(mir).step({"x": x.numpy()})["y"]) >= 35
