@@ -110,6 +110,13 @@ def make_transport(profile: dict, opts: Options) -> Transport | None:
     if kind == "ssh" and reach.get("host"):
         from edgekit.bench.transports.ssh import SSHTransport
 
+        if profile["cpu"]["arch"] == "aarch64":
+            # A configured Pi that is switched off gets the estimate (said in every output);
+            # a wrong key or host key is still an error: that needs fixing, not hiding.
+            ok, why = devices.reachable(profile)
+            if not ok:
+                opts.notes.append(f"{profile['name']} unreachable ({why})")
+                return None
         return SSHTransport(reach["host"], reach.get("user"), reach.get("port", 22),
                             reach.get("key"), reach.get("known_hosts") or opts.known_hosts,
                             opts.insecure_accept_host_key)

@@ -238,6 +238,24 @@ def test_unreachable_pi_gives_an_estimate_never_a_measurement(model_dir, tmp_pat
         schema.validate(bad)
 
 
+def test_configured_but_unreachable_pi_falls_back_to_the_estimate(model_dir, tmp_path):
+    import yaml
+
+    from edgekit import devices
+
+    prof = devices.load("rpi4")
+    prof["reach"].update(host="127.0.0.1", port=1)
+    p = tmp_path / "pi-off.yaml"
+    p.write_text(yaml.safe_dump(dict(prof, name="pi-off")))
+    out = tmp_path / "out"
+    r = _bench(model_dir / "small-int8.ekm", "--device", p, "--backend", "edgekit", "-o", out,
+               *FAST)
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "small-int8.edgekit.pi-off.json")
+    assert res["kind"] == "estimated"
+    assert any("unreachable (ssh 127.0.0.1:1" in n for n in res["notes"])
+
+
 def test_devices_command():
     r = CliRunner().invoke(cli, ["devices"])
     assert r.exit_code == 0, r.output
