@@ -238,7 +238,7 @@ def test_every_parameter_is_trainable(name):
 @pytest.mark.parametrize("name", models.names())
 def test_deterministic_from_seed(name):
     before = torch.get_rng_state()
-    a, b, c = (models.build(name, "tiny", s).state_dict() for s in (7, 7, 8))
+    a, b, c = (models.build(name, "tiny", s, pretrained=False).state_dict() for s in (7, 7, 8))
     assert torch.equal(before, torch.get_rng_state())  # build leaves the global RNG alone
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
@@ -258,7 +258,7 @@ def test_ctc_greedy_decode():
 
 @torch.no_grad()
 def test_rnnt_lattice_and_streamed_greedy_decode():
-    model = models.build("rnnt")
+    model = models.build("rnnt", pretrained=False)
     feats, tokens = models.info("rnnt")["example_input"](batch=2, seconds=0.6)
     logits = model(feats, tokens)
     assert logits.shape == (2, 20, tokens.shape[1] + 1, 64)
