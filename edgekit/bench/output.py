@@ -124,3 +124,38 @@ def per_op_table(r: dict, top: int = 10):
         t.add_row(o["op"], o["name"], str(o["calls"]), _fmt(o["total_us"], "us"),
                   f"{100 * o['total_us'] / total:.1f} %")
     return t
+
+
+def spread(runs: list[list[dict]]) -> list[dict]:
+    """Run-to-run spread of p50 per (label, backend, runner, device) over repeated runs:
+    (max − min) / median of the repeats' p50s. Estimated results have no p50 and are left out."""
+    import statistics
+
+    groups: dict[tuple, list[float]] = {}
+    for results in runs:
+        for r in results:
+            if r["kind"] == "measured":
+                key = (r["model"]["label"], r["backend"]["name"], r["backend"]["runner"],
+                       r["device"]["profile"])
+                groups.setdefault(key, []).append(r["stats"]["p50"])
+    rows = []
+    for (label, backend, runner, device), p50s in groups.items():
+        med = statistics.median(p50s)
+        rows.append({"label": label, "backend": backend, "runner": runner, "device": device,
+                     "repeats": len(p50s), "p50_median_us": med,
+                     "spread": (max(p50s) - min(p50s)) / med if med else 0.0})
+    return rows
+
+
+def spread_table(runs: list[list[dict]]):
+    """A rich Table of `spread(runs)`."""
+    from rich.table import Table
+
+    t = Table(title=f"p50 run-to-run spread over {len(runs)} repeats")
+    for col in ("model", "backend", "device", "repeats", "p50 (median)", "spread"):
+        t.add_column(col, justify="right" if col in ("repeats", "p50 (median)", "spread")
+                     else "left")
+    for row_ in spread(runs):
+        t.add_row(row_["label"], row_["backend"], row_["device"], str(row_["repeats"]),
+                  _fmt(row_["p50_median_us"], "us"), f"{100 * row_['spread']:.1f} %")
+    return t

@@ -72,11 +72,13 @@ def _affinity(text: str | None) -> list[int] | None:
               help="SSH: accept an unknown host key (default: known_hosts must list it).")
 @click.option("--known-hosts", type=click.Path(dir_okay=False), default=None,
               help="SSH: known_hosts file (default ~/.ssh/known_hosts).")
+@click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Run everything N times (out/r1..rN) and print the p50 spread.")
 @click.option("--per-op", is_flag=True, help="Also print the top ops by time (edgekit).")
 @click.option("--quiet", is_flag=True, help="No table, no progress.")
 def bench(models, device, backend, out_dir, threads, affinity, warmup, warmup_time, min_runs,
           min_time, max_time, stream, paced, chunk_ms, graph, isa, seed,
-          insecure_accept_host_key, known_hosts, per_op, quiet):
+          insecure_accept_host_key, known_hosts, repeat, per_op, quiet):
     """Benchmark MODELS (.ekm/.onnx/.tflite files or folders) on a device.
 
     Phases load / first / steady are reported apart; every sample is kept in the JSON.
@@ -94,16 +96,24 @@ def bench(models, device, backend, out_dir, threads, affinity, warmup, warmup_ti
         paced=paced, seed=seed, graph=graph, isa=isa, chunk_ms=chunk_ms,
         insecure_accept_host_key=insecure_accept_host_key, known_hosts=known_hosts)
     console = Console(stderr=True, quiet=quiet)
-    with console.status("starting") as status:
-        results = harness.run(list(models), opts, progress=status.update)
-    paths = output.write(results, out_dir)
-    if not quiet:
-        # Piped output is read in files and logs: do not squeeze the table to 80 columns.
-        out = Console() if sys.stdout.isatty() else Console(width=200)
-        out.print(output.table(results))
-        if per_op:
-            for r in results:
-                t = output.per_op_table(r)
-                if t is not None:
-                    out.print(t)
-    click.echo(f"wrote {len(paths)} result(s) and results.csv to {out_dir}", err=True)
+    runs = []
+    for k in range(1, repeat + 1):
+        with console.status("starting") as status:
+            def progress(msg, k=k):
+                status.update(msg if repeat == 1 else f"repeat {k}/{repeat} {msg}")
+            runs.append(harness.run(list(models), opts, progress=progress))
+    paths = []
+    for k, results in enumerate(runs, 1):
+        paths += output.write(results, out_dir if repeat == 1 else f"{out_dir}/r{k}")
+    # Piped output is read in files and logs: do not squeeze the table to 80 columns.
+    out = Console(quiet=quiet) if sys.stdout.isatty() else Console(width=200, quiet=quiet)
+    out.print(output.table(runs[-1]))
+    if per_op:
+        for r in runs[-1]:
+            t = output.per_op_table(r)
+            if t is not None:
+                out.print(t)
+    if repeat > 1:
+        out.print(output.spread_table(runs))
+    click.echo(f"wrote {len(paths)} result(s) and results.csv to {out_dir}"
+               + (f"/r1..r{repeat}" if repeat > 1 else ""), err=True)
