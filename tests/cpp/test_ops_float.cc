@@ -172,7 +172,7 @@ void lstm_and_norms(FRunner& F) {
     return compare(r.outs[0].f(), lw.data(), 21, kTol, kTol);
   });
   F.expect_error("layer_norm gamma", 10, {&ln, &x, &beta}, {}, {1e-5f}, "gamma has rank 3");
-  F.expect_error("layer_norm eps", 10, {&ln, nullptr, nullptr}, {}, {-1.0f}, "eps must be finite and >= 0");
+  F.expect_error("layer_norm eps", 10, {&ln, nullptr, nullptr}, {}, {0.0f}, "eps must be finite and > 0");
 
   // softmax over the middle axis of (2, 3, 4), with a large value to test stability.
   Ten s = rand_f32({2, 3, 4}, 29, -3.0f, 3.0f);
@@ -244,7 +244,31 @@ void elementwise(FRunner& F) {
     const uint8_t* o = r.outs[0].as<uint8_t>();
     return r.outs[0].info.dtype == DType::U8 && o[0] == 0 && o[1] == 1 && o[2] == 0 && o[3] == 1 ? "" : "wrong values";
   });
-  F.expect_error("equal dtypes", 25, {&ea, &wa}, {}, {}, "need one dtype");
+  F.expect_error("equal dtypes", 25, {&ea, &wa}, {}, {}, "need one numeric dtype");
+
+  // Integer arithmetic: wraps modulo 2^bits, division truncates toward 0, zero divisor errors.
+  Ten ia = make_ten(DType::I32, {4}), ib = make_ten(DType::I32, {4});
+  const int32_t av[4] = {2147483647, -7, -2147483647 - 1, 9}, bv[4] = {1, 2, -1, -4};
+  std::memcpy(ia.data(), av, sizeof av), std::memcpy(ib.data(), bv, sizeof bv);
+  const int32_t want_add[4] = {-2147483647 - 1, -5, 2147483647, 5}, want_div[4] = {2147483647, -3, -2147483647 - 1, -2};
+  F.run("add i32 wraps", 20, {&ia, &ib}, {}, {}, [&](OpRun& r) {
+    return r.outs[0].info.dtype == DType::I32 && std::memcmp(r.outs[0].data(), want_add, 16) == 0 ? "" : "wrong values";
+  });
+  F.run("div i32 truncates", 23, {&ia, &ib}, {}, {}, [&](OpRun& r) {
+    return std::memcmp(r.outs[0].data(), want_div, 16) == 0 ? "" : "wrong values";
+  });
+  ib.as<int32_t>()[2] = 0;
+  F.expect_error("div i32 by zero", 23, {&ia, &ib}, {}, {}, "integer division by zero");
+  F.run("neg/abs i32", 41, {&ia}, {}, {}, [&](OpRun& r) {
+    const int32_t w[4] = {2147483647, 7, -2147483647 - 1, 9};
+    return std::memcmp(r.outs[0].data(), w, 16) == 0 ? "" : "wrong values";
+  });
+  Ten u8a = make_ten(DType::U8, {2});
+  u8a.as<uint8_t>()[0] = 200, u8a.as<uint8_t>()[1] = 3;
+  F.run("mul u8 wraps", 22, {&u8a, &u8a}, {}, {}, [&](OpRun& r) {
+    return r.outs[0].as<uint8_t>()[0] == 64 && r.outs[0].as<uint8_t>()[1] == 9 ? "" : "wrong values";
+  });
+  F.expect_error("add mixed dtypes", 20, {&ia, &u8a}, {}, {}, "need one numeric dtype");
 
   // Unary ops on fixed points, including 0, negatives and NaN where it matters.
   Ten u = make_ten(DType::F32, {6});

@@ -122,7 +122,11 @@ void casts(SRunner& S) {
     const float want[2] = {-5.0f, 1099511627776.0f};
     return compare(r.outs[0].f(), want, 2);
   });
-  S.expect_error("cast to packed", 57, {&x}, {6}, {}, "converts between f32, i32, i64 and u8 only");
+  S.run("cast f32->i8", 57, {&x}, {3}, {}, [&](OpRun& r) {
+    const int8_t want[6] = {-2, 2, 0, 127, -128, 127};
+    return std::memcmp(r.outs[0].data(), want, sizeof want) == 0 ? "" : "wrong values";
+  });
+  S.expect_error("cast to packed", 57, {&x}, {6}, {}, "converts between f32, i32, i8, u8 and i64 only");
 }
 
 void gather_nearest(SRunner& S) {

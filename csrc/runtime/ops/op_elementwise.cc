@@ -1,7 +1,9 @@
-// Elementwise ops of §2.6: binary with numpy broadcasting (add, sub, mul, div, where, equal)
-// and unary float32 activations (relu ... abs, glu, clamp).
+// Elementwise ops of §2.6: binary with numpy broadcasting (add, sub, mul, div, where, equal;
+// any numeric dtype) and unary float32 activations (relu ... abs, glu, clamp; neg and abs
+// also on i32/i64).
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "runtime/ops/common.h"
 
@@ -10,22 +12,18 @@ namespace {
 
 // ---- binary -------------------------------------------------------------------------------
 
-bool comparable(DType t) { return t == DType::F32 || t == DType::I32 || t == DType::I64 || t == DType::U8; }
+// The numeric dtypes of §2.7 (everything but packed).
+bool numeric(DType t) { return t != DType::Packed; }
 
 Status infer_binary_impl(const OpSignature& sig, std::vector<TensorInfo>* outs, const char* op, bool arith) {
   Status st = check_counts(sig, op, 2, 2, 0, 0);
   if (!st.ok()) return st;
   const TensorInfo &a = *sig.inputs[0], &b = *sig.inputs[1];
-  if (arith) {
-    if (st.ok()) st = check_input(sig, op, 0, "a", DType::F32, -1);
-    if (st.ok()) st = check_input(sig, op, 1, "b", DType::F32, -1);
-    if (!st.ok()) return st;
-  } else if (a.dtype != b.dtype || !comparable(a.dtype)) {
-    return fail(op, std::string("a and b need one dtype of f32/i32/i64/u8, got ") + dtype_name(a.dtype) + " and " +
+  if (a.dtype != b.dtype || !numeric(a.dtype))
+    return fail(op, std::string("a and b need one numeric dtype, got ") + dtype_name(a.dtype) + " and " +
                         dtype_name(b.dtype));
-  }
   TensorInfo y;
-  st = broadcast_shape(op, a, b, arith ? DType::F32 : DType::U8, &y);
+  st = broadcast_shape(op, a, b, arith ? a.dtype : DType::U8, &y);
   if (!st.ok()) return st;
   outs->assign(1, y);
   return check_output(op, y);
@@ -54,15 +52,55 @@ Status infer_arith(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   return infer_binary_impl(sig, outs, names[kOpCode - 20], true);
 }
 
-template <class F>
-Status arith(const OpContext& c, F f) {
-  binary_loop<float, float>(c, f);
+// Integer arithmetic wraps modulo 2^bits (numpy's behaviour) instead of overflowing: it is
+// done on the unsigned type. Division truncates toward zero (C, not numpy's floor); a zero
+// divisor is a runtime error and MIN / -1 wraps to MIN.
+template <int kOpCode, class T>
+T int_op(T a, T b) {
+  using U = std::make_unsigned_t<T>;
+  const U ua = static_cast<U>(a), ub = static_cast<U>(b);
+  if constexpr (kOpCode == 20) return static_cast<T>(static_cast<U>(ua + ub));
+  if constexpr (kOpCode == 21) return static_cast<T>(static_cast<U>(ua - ub));
+  if constexpr (kOpCode == 22) return static_cast<T>(static_cast<U>(ua * ub));
+  if constexpr (kOpCode == 23) {
+    if (std::is_signed_v<T> && b == T(-1)) return static_cast<T>(static_cast<U>(U(0) - ua));
+    return static_cast<T>(a / b);
+  }
+}
+
+template <int kOpCode, class T>
+Status arith_int(const OpContext& c) {
+  if (kOpCode == 23) {
+    const T* b = static_cast<const T*>(c.inputs[1]->data);
+    const int64_t n = c.inputs[1]->info.numel();  // broadcasting reads every element of b
+    for (int64_t i = 0; i < n; ++i)
+      if (b[i] == 0) return fail("div", "integer division by zero");
+  }
+  binary_loop<T, T>(c, int_op<kOpCode, T>);
   return Status::Ok();
 }
-Status eval_add(const OpContext& c) { return arith(c, [](float a, float b) { return a + b; }); }
-Status eval_sub(const OpContext& c) { return arith(c, [](float a, float b) { return a - b; }); }
-Status eval_mul(const OpContext& c) { return arith(c, [](float a, float b) { return a * b; }); }
-Status eval_div(const OpContext& c) { return arith(c, [](float a, float b) { return a / b; }); }
+
+template <int kOpCode>
+Status eval_arith(const OpContext& c) {
+  switch (c.inputs[0]->info.dtype) {
+    case DType::I32: return arith_int<kOpCode, int32_t>(c);
+    case DType::I64: return arith_int<kOpCode, int64_t>(c);
+    case DType::I8: return arith_int<kOpCode, int8_t>(c);
+    case DType::U8: return arith_int<kOpCode, uint8_t>(c);
+    default: break;
+  }
+  binary_loop<float, float>(c, [](float a, float b) {
+    if constexpr (kOpCode == 20) return a + b;
+    if constexpr (kOpCode == 21) return a - b;
+    if constexpr (kOpCode == 22) return a * b;
+    return a / b;
+  });
+  return Status::Ok();
+}
+Status eval_add(const OpContext& c) { return eval_arith<20>(c); }
+Status eval_sub(const OpContext& c) { return eval_arith<21>(c); }
+Status eval_mul(const OpContext& c) { return eval_arith<22>(c); }
+Status eval_div(const OpContext& c) { return eval_arith<23>(c); }
 
 Status infer_equal(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   return infer_binary_impl(sig, outs, "equal", false);
@@ -78,6 +116,7 @@ Status eval_equal(const OpContext& c) {
     case DType::F32: equal_t<float>(c); break;
     case DType::I32: equal_t<int32_t>(c); break;
     case DType::I64: equal_t<int64_t>(c); break;
+    case DType::I8: equal_t<int8_t>(c); break;
     default: equal_t<uint8_t>(c); break;
   }
   return Status::Ok();
@@ -89,8 +128,8 @@ Status infer_where(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   if (st.ok()) st = check_input(sig, op, 0, "cond", DType::U8, -1);
   if (!st.ok()) return st;
   const TensorInfo &c = *sig.inputs[0], &a = *sig.inputs[1], &b = *sig.inputs[2];
-  if (a.dtype != b.dtype || !comparable(a.dtype))
-    return fail(op, std::string("a and b need one dtype of f32/i32/i64/u8, got ") + dtype_name(a.dtype) + " and " +
+  if (a.dtype != b.dtype || !numeric(a.dtype))
+    return fail(op, std::string("a and b need one numeric dtype, got ") + dtype_name(a.dtype) + " and " +
                         dtype_name(b.dtype));
   TensorInfo ab, y;
   st = broadcast_shape(op, a, b, a.dtype, &ab);
@@ -118,6 +157,7 @@ Status eval_where(const OpContext& c) {
     case DType::F32: where_t<float>(c); break;
     case DType::I32: where_t<int32_t>(c); break;
     case DType::I64: where_t<int64_t>(c); break;
+    case DType::I8: where_t<int8_t>(c); break;
     default: where_t<uint8_t>(c); break;
   }
   return Status::Ok();
@@ -155,9 +195,43 @@ EK_UNARY(tanh, std::tanh(x))
 EK_UNARY(exp, std::exp(x))
 EK_UNARY(log, std::log(x))
 EK_UNARY(sqrt, std::sqrt(x))
-EK_UNARY(neg, -x)
-EK_UNARY(abs, std::fabs(x))
 #undef EK_UNARY
+
+// neg and abs also take i32/i64 (§2.7); MIN wraps to MIN like numpy.
+Status infer_neg_abs(const OpSignature& sig, std::vector<TensorInfo>* outs, const char* op) {
+  Status st = check_counts(sig, op, 1, 1, 0, 0);
+  if (!st.ok()) return st;
+  const DType dt = sig.inputs[0]->dtype;
+  if (dt != DType::F32 && dt != DType::I32 && dt != DType::I64)
+    return fail(op, std::string("x has dtype ") + dtype_name(dt) + ", expected f32, i32 or i64");
+  outs->assign(1, *sig.inputs[0]);
+  return Status::Ok();
+}
+Status infer_neg(const OpSignature& s, std::vector<TensorInfo>* o) { return infer_neg_abs(s, o, "neg"); }
+Status infer_abs(const OpSignature& s, std::vector<TensorInfo>* o) { return infer_neg_abs(s, o, "abs"); }
+
+template <class T, bool kAbs>
+void neg_abs_t(const OpContext& ctx) {
+  using U = std::make_unsigned_t<T>;
+  const T* x = static_cast<const T*>(ctx.inputs[0]->data);
+  T* y = static_cast<T*>(ctx.outputs[0]->data);
+  const int64_t n = ctx.inputs[0]->info.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const T neg = static_cast<T>(static_cast<U>(U(0) - static_cast<U>(x[i])));
+    y[i] = kAbs && x[i] >= 0 ? x[i] : neg;
+  }
+}
+
+template <bool kAbs>
+Status eval_neg_abs(const OpContext& c) {
+  switch (c.inputs[0]->info.dtype) {
+    case DType::I32: neg_abs_t<int32_t, kAbs>(c); return Status::Ok();
+    case DType::I64: neg_abs_t<int64_t, kAbs>(c); return Status::Ok();
+    default: return unary_loop(c, [](float x) { return kAbs ? std::fabs(x) : -x; });
+  }
+}
+Status eval_neg(const OpContext& c) { return eval_neg_abs<false>(c); }
+Status eval_abs(const OpContext& c) { return eval_neg_abs<true>(c); }
 
 Status infer_leaky_relu(const OpSignature& s, std::vector<TensorInfo>* o) {
   Status st = infer_unary_impl(s, o, "leaky_relu", 1);

@@ -18,8 +18,8 @@ Status infer_layer_norm(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   st = check_bias(sig, op, 1, D, "gamma");
   if (st.ok()) st = check_bias(sig, op, 2, D, "beta");
   if (!st.ok()) return st;
-  if (!(std::isfinite(sig.floats[0]) && sig.floats[0] >= 0.0f))
-    return fail(op, "eps must be finite and >= 0, got " + std::to_string(sig.floats[0]));
+  if (!(std::isfinite(sig.floats[0]) && sig.floats[0] > 0.0f))
+    return fail(op, "eps must be finite and > 0, got " + std::to_string(sig.floats[0]));
   outs->assign(1, x);
   return Status::Ok();
 }

@@ -223,7 +223,7 @@ Status eval_pad(const OpContext& ctx) {
 
 // ---- cast ---------------------------------------------------------------------------------
 
-bool castable(DType t) { return t == DType::F32 || t == DType::I32 || t == DType::I64 || t == DType::U8; }
+bool castable(DType t) { return t != DType::Packed; }
 
 Status infer_cast(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   const char* op = "cast";
@@ -231,7 +231,7 @@ Status infer_cast(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   if (!st.ok()) return st;
   const int64_t d = sig.ints[0];
   if (!castable(sig.inputs[0]->dtype) || d < 1 || d > 5 || !castable(static_cast<DType>(d)))
-    return fail(op, std::string("converts between f32, i32, i64 and u8 only (from ") +
+    return fail(op, std::string("converts between f32, i32, i8, u8 and i64 only (from ") +
                         dtype_name(sig.inputs[0]->dtype) + " to dtype code " + std::to_string(d) + ")");
   TensorInfo y = *sig.inputs[0];
   y.dtype = static_cast<DType>(d);
@@ -267,6 +267,7 @@ void cast_to(DType from, const void* src, void* dst, int64_t n) {
     case DType::F32: return cast_loop<To, float>(src, dst, n);
     case DType::I32: return cast_loop<To, int32_t>(src, dst, n);
     case DType::I64: return cast_loop<To, int64_t>(src, dst, n);
+    case DType::I8: return cast_loop<To, int8_t>(src, dst, n);
     default: return cast_loop<To, uint8_t>(src, dst, n);
   }
 }
@@ -280,6 +281,7 @@ Status eval_cast(const OpContext& ctx) {
     case DType::F32: cast_to<float>(from, s, d, n); break;
     case DType::I32: cast_to<int32_t>(from, s, d, n); break;
     case DType::I64: cast_to<int64_t>(from, s, d, n); break;
+    case DType::I8: cast_to<int8_t>(from, s, d, n); break;
     default: cast_to<uint8_t>(from, s, d, n); break;
   }
   return Status::Ok();
