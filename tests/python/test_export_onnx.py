@@ -90,6 +90,14 @@ def ref_qlinear(x, w, scale, zp, bias=None):
     return y + (0 if bias is None else bias)
 
 
+def interp(m, feeds):
+    """The IR interpreter's outputs (the LOWER stage's oracle: packed kernels on int8 codes)."""
+    from edgekit.export.interp import Interpreter
+    g = next(iter(m.graphs.values()))
+    it = Interpreter(m, g.name)
+    return it.step({k: v for k, v in feeds.items() if k in g.inputs})
+
+
 def snr_db(ref, got):
     ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
     return 10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - got) ** 2), 1e-30))
@@ -140,6 +148,8 @@ def test_qlinear_every_storage_route_matches_reference(tmp_path, bits, cb, per_r
     out, rep = run(m, {"x": x}, tmp_path, exact_act=True)
     ref = ref_qlinear(x, w, 0.05, 3, bias)
     np.testing.assert_allclose(out["y"], ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_allclose(out["y"], interp(m, {"x": x})["y"], rtol=1e-4,
+                               atol=1e-4 * np.abs(ref).max())
     (row,) = rep["layers"]
     assert row["storage"].startswith(storage), row
     assert row["container_bits"] == cbits
@@ -177,6 +187,9 @@ def test_qconv1d_and_qconv_transpose1d_match_reference(tmp_path):
                               output_padding=1, groups=g)
     np.testing.assert_allclose(out["y1"], ref1.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["y2"], ref2.numpy(), rtol=1e-4, atol=1e-5)
+    it = interp(m, {"x": x})
+    for k in ("y1", "y2"):
+        np.testing.assert_allclose(out[k], it[k], rtol=1e-4, atol=1e-5)
 
 
 def ref_lstm(x, h, c, wih, whh, bih, bhh, q=None):
@@ -231,6 +244,10 @@ def test_lstm_with_state_as_graph_io(tmp_path, quantized, flavor):
     np.testing.assert_allclose(out["y"], y, atol=1e-4)
     np.testing.assert_allclose(out["h:next"], h, atol=1e-4)
     np.testing.assert_allclose(out["c:next"], c, atol=1e-4)
+    if quantized:   # the interpreter carries h/c itself: one step from zero state
+        zero = {"x": x, "h": np.zeros_like(h0), "c": np.zeros_like(c0)}
+        out0, _ = run(m, zero, tmp_path, exact_act=True, flavor=flavor)
+        np.testing.assert_allclose(out0["y"], interp(m, zero)["y"], atol=1e-4)
     assert rep["states"]["step"] == [{"input": "h", "output": "h:next"},
                                      {"input": "c", "output": "c:next"}]
     nodes = {n.op_type for n in onnx.load(rep["files"]["step"]["path"]).graph.node}
@@ -323,9 +340,11 @@ def test_float_op_matches_reference(tmp_path, case):
     ts.append(act("out", ref.shape, "output", out_dtype))
     op = ir.Op(case.split("/")[0], f"m.{case}", names, ["out"],
                ints, floats)
-    out, _ = run(model([op], ts, inputs, ["out"]), FEEDS, tmp_path)
+    m = model([op], ts, inputs, ["out"])
+    out, _ = run(m, FEEDS, tmp_path)
     assert out["out"].dtype == ref.dtype
     np.testing.assert_allclose(out["out"], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["out"], interp(m, FEEDS)["out"], rtol=1e-5, atol=1e-5)
 
 
 def test_every_ir_op_is_covered_by_a_test():
