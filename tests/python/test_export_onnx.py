@@ -607,5 +607,6 @@ def test_zoo_small_size_rule(tmp_path, name):
     any exact format (EKM included); scripts/measure_onnx.py reports it."""
     size = {b: ek_onnx.export(zoo_ir(name, b, size="small", calib=1)[0],
                               tmp_path / f"{b}.onnx")["file_bytes"] for b in (8, 4, 2)}
+    print(f"{name} small ONNX bytes by bits: {size}")   # shown with -s; quoted in the docs
     assert size[4] <= 0.55 * size[8], size
     assert size[2] <= 0.35 * size[8], size
