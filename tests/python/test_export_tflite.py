@@ -128,6 +128,30 @@ def test_group_scaled_qlinear_is_one_fc_per_group_and_matches_reference(tmp_path
             assert tflite.snr_db(want["y"], got[r]["y"]) > 35
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_group_scaled_conv_is_exact_through_im2col(tmp_path, transposed):
+    rng = np.random.default_rng(5)
+    cin, cout, k, T = 40, 24, 3, 11  # K = 120: two scale groups that cut through channels
+    g = G()
+    g.add("x", "f32", (1, cin, T), "input")
+    g.add("w", "packed", (cout, cin * k), "const", _packed(rng, cout, cin * k, 4, group_size=64))
+    g.add("b", "f32", (cout,), "const", rng.standard_normal(cout).astype(np.float32))
+    if transposed:
+        g.add("y", "f32", (1, cout, (T - 1) * 2 - 2 + (k - 1) + 1 + 1))
+        g.op("qconv_transpose1d", ["x", "w", "b"], ["y"], [2, 1, 1, 1, 1, k, 0, 0], [0.03])
+    else:
+        g.add("y", "f32", (1, cout, _conv_len(T, 2, 2, 0, 2, k)))
+        g.op("qconv1d", ["x", "w", "b"], ["y"], [2, 2, 0, 2, 1, k, 0, 0], [0.03])
+    m = g.model(["x"], ["y"])
+    feeds = _feeds(m)
+    rep = tflite.export(m, tmp_path / "c.tflite", calib=feeds)
+    (layer,) = rep["layers"]
+    assert layer["tflite"] == "FULLY_CONNECTED (im2col)" and layer["exact"]
+    for want, got in _compare(m, tmp_path / "c.tflite", feeds):
+        for r in RESOLVERS:
+            assert tflite.snr_db(want["y"], got[r]["y"]) > 35
+
+
 def _conv_len(T, stride, pl, pr, dil, k):
     return (T + pl + pr - dil * (k - 1) - 1) // stride + 1
 
@@ -138,6 +162,7 @@ def _conv_len(T, stride, pl, pr, dil, k):
     (8, 8, 9, 1, (8, 0), 1, 8, 8),      # depthwise
     (4, 8, 3, 1, (2, 0), 1, 4, 4),      # depthwise, multiplier 2, INT4
     (6, 4, 3, 1, (1, 1), 1, 2, 8),      # grouped (split + concat)
+    (6, 10, 1, 1, (0, 0), 1, 1, 2),     # pointwise: a FULLY_CONNECTED, INT2
 ])
 def test_qconv1d_matches_reference_within_one_lsb(tmp_path, cin, cout, k, stride, pads, dil,
                                                   groups, bits):
@@ -152,7 +177,8 @@ def test_qconv1d_matches_reference_within_one_lsb(tmp_path, cin, cout, k, stride
     g.op("qconv1d", [x, w, b], ["y"], [stride, *pads, dil, groups, k, 0, -5], [0.03])
     m = g.model(["x"], ["y"])
     rep = _assert_within_lsb(m, tmp_path, _feeds(m))
-    want = "DEPTHWISE_CONV_2D" if groups == cin else "CONV_2D"
+    want = ("DEPTHWISE_CONV_2D" if groups == cin else
+            "FULLY_CONNECTED" if k == 1 else "CONV_2D")
     assert rep["layers"][0]["tflite"] == want and rep["layers"][0]["exact"]
 
 

@@ -47,14 +47,24 @@ def graph_paths(model: ir.Model, path) -> dict[str, Path]:
 
 
 def build_graph(model: ir.Model, graph: str, *, calibrating: bool, ranges=None, plans=None,
-                **opts) -> tuple[bytes, Emitter]:
-    """Emit one graph (the calibration twin or the integer model); returns (bytes, emitter)."""
+                **opts) -> tuple[bytes, Emitter, bytes]:
+    """Emit one graph (the calibration twin or the integer model).
+
+    Returns (file bytes, emitter, probed bytes): the probed variant is the same graph with
+    every probed tensor (integer op outputs, twin ranges) appended to the outputs, so they
+    can be read from any resolver — delegated or not — without preserving all tensors."""
     o = {**OPTS, **opts}
     mb = builder.ModelBuilder(f"edgekit {graph}" + (" (calibration twin)" if calibrating else ""))
     em = Emitter(model, model.graphs[graph], mb, calibrating=calibrating,
                  ranges=ranges or {}, plans={} if plans is None else plans, opts=o)
     em.emit()
-    return mb.finish(), em
+    data = mb.finish()
+    ins, outs = list(em.sg._g.inputs), list(em.sg._g.outputs)
+    em.exposed = {k: i for k, i in em.probes.items() if i not in ins and i not in outs}
+    em.sg.set_io(ins, outs + list(em.exposed.values()))
+    probed = mb.finish()
+    em.sg.set_io(ins, outs)
+    return data, em, probed
 
 
 def _check(model, path, calib, opts) -> None:
@@ -73,10 +83,24 @@ def _check(model, path, calib, opts) -> None:
         raise ValueError("calib must be a list of input dicts, or a dict graph -> list")
 
 
-def _stream(model: ir.Model, g: ir.Graph, data: bytes, resolver: str, preserve=False) -> Stream:
+def _stream(model: ir.Model, g: ir.Graph, data: bytes, resolver: str, em=None) -> Stream:
+    """A Stream over one graph's file; with `em`, over its probed variant (probes are read
+    back as extra outputs named "probe:<key>")."""
     outs = list(g.outputs) + [n for _, n in g.states if n not in g.outputs]
-    return Stream(data, g.inputs, [s for s, _ in g.states], outs, dict(g.states), resolver,
-                  preserve)
+    if em is not None:
+        outs += ["probe:" + k for k in em.exposed]
+    return Stream(data, g.inputs, [s for s, _ in g.states], outs, dict(g.states), resolver)
+
+
+def _probe_values(em: Emitter, g: ir.Graph, stream: Stream, out: dict) -> dict:
+    """Probe key → value of the step just run (probes of input tensors come from the feed)."""
+    vals = {}
+    fed = {em.t[n]: n for n in list(g.inputs) + [s for s, _ in g.states]}
+    outs = {em.t[n]: n for n in stream.outputs if not n.startswith("probe:")}
+    for key, idx in em.probes.items():
+        vals[key] = (out["probe:" + key] if key in em.exposed else
+                     stream.fed[fed[idx]] if idx in fed else out[outs[idx]])
+    return vals
 
 
 def _feeds(model: ir.Model, g: ir.Graph, calib, steps: int, seed: int) -> list[dict]:
@@ -109,15 +133,14 @@ def _feeds(model: ir.Model, g: ir.Graph, calib, steps: int, seed: int) -> list[d
     return feeds
 
 
-def _calibrate(twin: Stream, em: Emitter, feeds) -> tuple[dict, list[dict], list[dict]]:
+def _calibrate(twin: Stream, em: Emitter, g: ir.Graph, feeds) -> tuple[dict, list, list]:
     ranges: dict[str, list[float]] = {}
     probes: list[dict] = []
     outs = []
     for f in feeds:
         outs.append(twin.step(f))
         step = {}
-        for key, idx in em.probes.items():
-            v = twin.tensor(idx)
+        for key, v in _probe_values(em, g, twin, outs[-1]).items():
             step[key] = v
             lo, hi = float(v.min(initial=0)), float(v.max(initial=0))
             r = ranges.setdefault(key, [lo, hi])
@@ -126,9 +149,9 @@ def _calibrate(twin: Stream, em: Emitter, feeds) -> tuple[dict, list[dict], list
     return ranges, probes, outs
 
 
-def _verify(model, g, data, em, feeds, twin_outs, twin_probes, o) -> dict:
+def _verify(model, g, data, probed, em, feeds, twin_outs, twin_probes) -> dict:
     """Run the integer file with both resolvers; compare outputs and every integer layer."""
-    ref = _stream(model, g, data, "ref", preserve=True)
+    ref = _stream(model, g, probed, "ref", em)
     xnn = _stream(model, g, data, "default")
     layer_err = {k: [0.0, 0.0] for k in em.probes}
     out_err = {n: [0.0, 0.0] for n in g.outputs}
@@ -140,9 +163,10 @@ def _verify(model, g, data, em, feeds, twin_outs, twin_probes, o) -> dict:
             max_diff[n] = max(max_diff[n], d)
             out_err[n][0] += float(np.sum(want[n].astype(np.float64) ** 2))
             out_err[n][1] += float(np.sum((want[n].astype(np.float64) - b[n]) ** 2))
+        pv = _probe_values(em, g, ref, a)
         for key, idx in em.probes.items():
             q = em.sg.quant_of(idx)
-            got = (ref.tensor(idx).astype(np.float64) - q[1][0]) * q[0][0]
+            got = (pv[key].astype(np.float64) - q[1][0]) * q[0][0]
             r = tp[key[:-2]]  # "<graph>/<op>/<what>_q" ↔ the twin's "<graph>/<op>/<what>"
             layer_err[key][0] += float(np.sum(r.astype(np.float64) ** 2))
             layer_err[key][1] += float(np.sum((r - got.reshape(r.shape)) ** 2))
@@ -175,11 +199,12 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
     blobs = {}
     for gname, g in model.graphs.items():
         plans: dict = {}
-        twin_data, twin_em = build_graph(model, gname, calibrating=True, plans=plans, **o)
+        _, twin_em, twin_probed = build_graph(model, gname, calibrating=True, plans=plans, **o)
         feeds = _feeds(model, g, calib, o["calib_steps"], o["seed"])
-        ranges, probes, twin_outs = _calibrate(_stream(model, g, twin_data, "builtin", True),
-                                               twin_em, feeds)
-        data, em = build_graph(model, gname, calibrating=False, ranges=ranges, plans=plans, **o)
+        ranges, probes, twin_outs = _calibrate(
+            _stream(model, g, twin_probed, "default", twin_em), twin_em, g, feeds)
+        data, em, probed = build_graph(model, gname, calibrating=False, ranges=ranges,
+                                       plans=plans, **o)
         info = {"file": str(paths[gname]), "bytes": len(data), "weight_bytes": em.mb.const_bytes,
                 "inputs": list(g.inputs) + [s for s, _ in g.states],
                 "outputs": list(g.outputs) + [n for _, n in g.states if n not in g.outputs],
@@ -187,7 +212,7 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
                 "integer_ops": dict(em.int_ops), "calibration_steps": len(feeds),
                 "output_lsb": {n: em.lsb[em.t[n]] for n in g.outputs if em.t[n] in em.lsb}}
         if o["verify"]:
-            info.update(_verify(model, g, data, em, feeds, twin_outs, probes, o))
+            info.update(_verify(model, g, data, probed, em, feeds, twin_outs, probes))
             bad = {k: v for k, v in info["layer_snr_db"].items() if v < o["min_layer_snr_db"]}
             if bad:
                 raise ValueError(f"graph {gname}: integer layers disagree with their float twin "

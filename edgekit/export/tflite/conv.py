@@ -51,24 +51,7 @@ def emit(em, op, x: int, wmat: np.ndarray, plan, bias: str | None, stride: int, 
     if groups < 1 or cin % groups or cout % groups:
         raise ValueError(f"{n}: groups {groups} does not divide channels {cin}->{cout}")
     cig = cin // groups
-    cur = em.transpose(x, [0, 2, 1], (1, T, cin), n + "/nwc")
-    L = T
-    if upsample > 1:
-        s = upsample
-        cur = em.reshape(cur, (1, T, 1, cin), n + "/up")
-        cur = em.pad(cur, [[0, 0], [0, 0], [0, s - 1], [0, 0]], (1, T, s, cin), n + "/zeros")
-        cur = em.reshape(cur, (1, T * s, cin), n + "/interleaved")
-        L, pr = T * s, pr - (s - 1)  # the last s-1 inserted zeros are not in the IR's input
-    b0, e0 = max(-pl, 0), L - max(-pr, 0)
-    if b0 or e0 != L:
-        if e0 <= b0:
-            raise ValueError(f"{n}: padding leaves no input")
-        cur = em.strided_slice(cur, [0, b0, 0], [1, e0, cin], (1, e0 - b0, cin), n + "/crop")
-        L = e0 - b0
-    if pl > 0 or pr > 0:
-        a, z = max(pl, 0), max(pr, 0)
-        cur = em.pad(cur, [[0, 0], [a, z], [0, 0]], (1, L + a + z, cin), n + "/pad")
-        L += a + z
+    cur, L = _prepare(em, n, x, cin, T, pl, pr, upsample)
     tout = (L - dil * (k - 1) - 1) // stride + 1
     if tout < 1:
         raise ValueError(f"{n}: input of {L} frames is shorter than the kernel's reach")
@@ -124,3 +107,67 @@ def _one(em, n, x, y, wmat, plan, bias, rows, cig, k, flip, depthwise, stride, d
         b = em.f32(n + "/bias", bv)
     name = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
     em.op(name, [x, w, b], [y], _options(depthwise, stride, dil, mult))
+
+
+def _prepare(em, n, x, cin, T, pl, pr, upsample):
+    """(1, Cin, T) → (1, L, Cin): transpose, zero insertion for a transposed conv's stride,
+    crop (negative padding) and zero padding. Returns the tensor and L."""
+    cur = em.transpose(x, [0, 2, 1], (1, T, cin), n + "/nwc")
+    L = T
+    if upsample > 1:
+        s = upsample
+        cur = em.reshape(cur, (1, T, 1, cin), n + "/up")
+        cur = em.pad(cur, [[0, 0], [0, 0], [0, s - 1], [0, 0]], (1, T, s, cin), n + "/zeros")
+        cur = em.reshape(cur, (1, T * s, cin), n + "/interleaved")
+        L, pr = T * s, pr - (s - 1)  # the last s-1 inserted zeros are not in the IR's input
+    b0, e0 = max(-pl, 0), L - max(-pr, 0)
+    if b0 or e0 != L:
+        if e0 <= b0:
+            raise ValueError(f"{n}: padding leaves no input")
+        cur = em.strided_slice(cur, [0, b0, 0], [1, e0, cin], (1, e0 - b0, cin), n + "/crop")
+        L = e0 - b0
+    if pl > 0 or pr > 0:
+        a, z = max(pl, 0), max(pr, 0)
+        cur = em.pad(cur, [[0, 0], [a, z], [0, 0]], (1, L + a + z, cin), n + "/pad")
+        L += a + z
+    return cur, L
+
+
+def emit_im2col(em, op, x: int, plan, bias, stride, pl, pr, dil, k, upsample, flip, qin) -> int:
+    """A conv (groups 1) as FULLY_CONNECTED over unfolded input (1, Tout, Cin·k) in the IR's
+    (ci, tap) column order, so per-group weight scales stay exact (fc.py). The unfolding (a
+    GATHER of frames and a TRANSPOSE) acts on the int8 tensor. Returns the IR output."""
+    from edgekit.export.tflite import fc
+
+    n = op.name
+    _, cin, T = em.sg.shapes[x]
+    cur, L = _prepare(em, n, x, cin, T, pl, pr, upsample)
+    tout = (L - dil * (k - 1) - 1) // stride + 1
+    if tout < 1:
+        raise ValueError(f"{n}: input of {L} frames is shorter than the kernel's reach")
+    # Unfold with a DEPTHWISE_CONV_2D whose filter is one-hot: output channel ci·k + t is
+    # input channel ci at tap t, i.e. (1, 1, Tout, Cin·k) in the IR's (ci, tap) order. Weight 1,
+    # scale 1 and the input's grid on the output make it exact on int8; its filter costs
+    # k·Cin·k bytes, independent of T.
+    eye = np.zeros((1, 1, k, cin * k), np.float32)
+    for t in range(k):
+        eye[0, 0, k - 1 - t if flip else t, np.arange(cin) * k + t] = 1.0
+    x4 = em.reshape(cur, (1, 1, L, cin), n + "/nhwc")
+    cols4 = em.like(cur, (1, 1, tout, cin * k), n + "/unfold")
+    if em.sg.quant_of(cur) is None:
+        w = em.f32(n + "/unfold_w", eye)
+        b = em.f32(n + "/unfold_b", np.zeros(cin * k, np.float32))
+    else:
+        w = em.sg.tensor(n + "/unfold_w", eye.shape, "i8", eye, scale=1.0)
+        b = em.sg.tensor(n + "/unfold_b", (cin * k,), "i32", np.zeros(cin * k, np.int32),
+                         scale=em.sg.quant_of(cur)[0][0])
+    em.op("DEPTHWISE_CONV_2D", [x4, w, b], [cols4], _options(True, stride, dil, k))
+    cols = em.reshape(cols4, (1, tout, cin * k), n + "/cols")
+    cout = plan.q.shape[0]
+    y = fc.emit(em, n, cols, (1, tout, cin * k), plan, bias, qin, em.key, (1, tout, cout),
+                op.inputs[1])
+    out_ir = em.tout(op.outputs[0])
+    if em.calibrating:
+        return em.transpose(y, [0, 2, 1], (1, cout, tout), n + "/ncw", out_ir)
+    yt = em.transpose(y, [0, 2, 1], (1, cout, tout), n + "/ncw")
+    return em.dequantize(yt, (1, cout, tout), n + "/y", out_ir)

@@ -70,6 +70,7 @@ class Emitter:
         self.key = ""
         self.main_sg = self.sg
         self.body_probes: list[tuple[str, int]] = []
+        self._i32: dict = {}
         self.lsb: dict[int, float] = {}  # DEQUANTIZE outputs: the int8 step they come from
 
     # ---- tensors -------------------------------------------------------------------------
@@ -95,7 +96,13 @@ class Emitter:
         return self.sg.tensor(name, shape, dtype, scale=q[0], zero_point=q[1])
 
     def i32(self, name: str, values) -> int:
-        return self.sg.const(name, np.asarray(values, np.int32), "i32")
+        """An int32 constant (shapes, axes, indices); equal ones in a subgraph are shared,
+        which keeps the many small layout constants from bloating the file."""
+        a = np.asarray(values, np.int32)
+        key = (id(self.sg), a.shape, a.tobytes())
+        if key not in self._i32:
+            self._i32[key] = self.sg.const(name, a, "i32")
+        return self._i32[key]
 
     def f32(self, name: str, values) -> int:
         return self.sg.const(name, np.asarray(values, np.float32), "f32")
@@ -275,8 +282,15 @@ class Emitter:
         from edgekit.export.tflite import conv
 
         x, w, b = op.inputs
+        if (k, groups, stride, upsample, pl, pr) == (1, 1, 1, 1, 0, 0):
+            return self._pointwise(op, act_mode, x_zp)
         p = self.weight_plan(w, "conv")
         flip = upsample > 1 or op.type == "qconv_transpose1d"
+        # The unfolding filter costs k·Cin·k bytes: worth it only while that stays under a
+        # quarter of the weights' Cout·Cin·k·bits/8 (else the re-quantization is reported).
+        cheap = k * 32 <= self.shape(op.outputs[0])[1] * p.bits
+        if not p.exact and groups == 1 and cheap and self.weight_plan(w, "fc").exact:
+            return self._im2col(op, stride, pl, pr, dil, k, act_mode, x_zp, upsample, flip)
         if self.calibrating:
             self.probe(self.key + "/in", self.tin(x))
             xin = (self.fake_quant(self.tin(x), self.shape(x), (op.floats[0], x_zp), op.name + "/x")
@@ -292,6 +306,49 @@ class Emitter:
                   self.grid(self.key + "/out"))
         self.record_layer(op, p, "DEPTHWISE_CONV_2D" if groups == self.shape(x)[1]
                           and groups > 1 else "CONV_2D", w)
+
+    def _im2col(self, op, stride, pl, pr, dil, k, act_mode, x_zp, upsample, flip) -> None:
+        """Group-scaled conv weights: exact through unfold + per-group FCs (conv.py)."""
+        from edgekit.export.tflite import conv
+
+        x, w, b = op.inputs
+        p = self.weight_plan(w, "fc")
+        if self.calibrating:
+            self.probe(self.key + "/in", self.tin(x))
+            xin = (self.fake_quant(self.tin(x), self.shape(x), (op.floats[0], x_zp),
+                                   op.name + "/x") if act_mode == 0 else self.tin(x))
+            conv.emit_im2col(self, op, xin, p, b, stride, pl, pr, dil, k, upsample, flip, None)
+            return
+        qin = (op.floats[0], x_zp) if act_mode == 0 else self.grid(self.key + "/in", True)
+        xq = self.quantize(self.tin(x), self.shape(x), qin, op.name + "/xq")
+        conv.emit_im2col(self, op, xq, p, b, stride, pl, pr, dil, k, upsample, flip, qin)
+        self.record_layer(op, p, "FULLY_CONNECTED (im2col)", w)
+
+    def _pointwise(self, op, act_mode, x_zp) -> None:
+        """A 1x1 conv is a FULLY_CONNECTED over (1, T, Cin): LiteRT's FC takes INT2 and
+        per-group scales (see fc.py), and XNNPACK runs it faster than a CONV_2D."""
+        from edgekit.export.tflite import fc
+
+        x, w, b = op.inputs
+        _, cin, T = self.shape(x)
+        cout = self.shape(op.outputs[0])[1]
+        p = self.weight_plan(w, "fc")
+        n = op.name
+        if self.calibrating:
+            self.probe(self.key + "/in", self.tin(x))
+            xin = (self.fake_quant(self.tin(x), (1, cin, T), (op.floats[0], x_zp), n + "/x")
+                   if act_mode == 0 else self.tin(x))
+            xt = self.transpose(xin, [0, 2, 1], (1, T, cin), n + "/ntc")
+            y = fc.emit(self, n, xt, (1, T, cin), p, b, None, self.key, (1, T, cout), w)
+            self.transpose(y, [0, 2, 1], (1, cout, T), n + "/ncw", self.tout(op.outputs[0]))
+            return
+        qin = (op.floats[0], x_zp) if act_mode == 0 else self.grid(self.key + "/in", True)
+        xq = self.quantize(self.tin(x), (1, cin, T), qin, n + "/xq")
+        xt = self.transpose(xq, [0, 2, 1], (1, T, cin), n + "/ntc")
+        yq = fc.emit(self, n, xt, (1, T, cin), p, b, qin, self.key, (1, T, cout), w)
+        yt = self.transpose(yq, [0, 2, 1], (1, cout, T), n + "/ncw")
+        self.dequantize(yt, (1, cout, T), n + "/y", self.tout(op.outputs[0]))
+        self.record_layer(op, p, "FULLY_CONNECTED", w)
 
     def op_conv1d(self, op: ir.Op) -> None:
         from edgekit.export.tflite import conv

@@ -2,7 +2,7 @@
 
 Resolvers: "default" (LiteRT's default delegate, XNNPACK, where it takes the nodes), "ref"
 (BUILTIN_REF: LiteRT's reference kernels) and "builtin" (optimized builtin kernels without
-delegates; the only one that can keep intermediate tensors readable for calibration).
+delegates).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class Stream:
     `state_next` maps each state to the output holding its next value."""
 
     def __init__(self, model: bytes, inputs, states, outputs, state_next: dict,
-                 resolver: str = "default", preserve: bool = False, threads: int = 1):
-        self.it = interpreter(model, resolver, preserve, threads)
+                 resolver: str = "default", threads: int = 1):
+        self.it = interpreter(model, resolver, threads=threads)
         self.inputs, self.states, self.outputs = list(inputs), list(states), list(outputs)
         self.state_next = dict(state_next)
         self._in = [d for d in self.it.get_input_details()]
@@ -56,6 +56,7 @@ class Stream:
         """Run one call: `feed` maps graph input names to arrays (states given in `feed`
         override the carried ones); returns every output by IR name and carries the states."""
         names = self.inputs + self.states
+        self.fed = {}
         for name, d in zip(names, self._in):
             if name in feed:
                 v = feed[name]
@@ -66,13 +67,10 @@ class Stream:
             v = np.asarray(v)
             if tuple(v.shape) != tuple(d["shape"]):
                 raise ValueError(f"input {name!r} has shape {v.shape}, expected {tuple(d['shape'])}")
-            self.it.set_tensor(d["index"], np.ascontiguousarray(v.astype(d["dtype"], copy=False)))
+            self.fed[name] = np.ascontiguousarray(v.astype(d["dtype"], copy=False))
+            self.it.set_tensor(d["index"], self.fed[name])
         self.it.invoke()
         out = {n: self.it.get_tensor(d["index"]).copy() for n, d in zip(self.outputs, self._out)}
         for s in self.states:
             self.state[s] = out[self.state_next[s]]
         return out
-
-    def tensor(self, index: int) -> np.ndarray:
-        """An intermediate tensor of the main subgraph (needs preserve=True, no delegate)."""
-        return self.it.get_tensor(index).copy()
