@@ -86,6 +86,21 @@ def _meta_for(path: Path) -> dict:
         raise EdgekitError(f"{ekm_path}: {exc}") from None
 
 
+def _state_pairs(path: Path, graph: str | None) -> list[list[str]]:
+    """(state, next value) names of the graph, from the same-stem .ekm ([] without one)."""
+    ekm_path = path.with_suffix(".ekm")
+    if not ekm_path.is_file():
+        return []
+    from edgekit.bench.estimate import graph_name
+    from edgekit.export import ekm as ekm_io
+
+    try:
+        m = ekm_io.read(ekm_path, verify=False, mmap=True)
+        return [list(p) for p in m.graphs[graph_name(m, graph)].states]
+    except (ekm_io.EkmError, ValueError):
+        return []
+
+
 def chunk_ms_of(meta: dict) -> float | None:
     """Audio covered by one streaming step: feature frames of 10 ms, or codec samples."""
     st = meta.get("streaming") or {}
@@ -256,7 +271,9 @@ def _one(backend: str, model: Path, profile: dict, t: Transport | None, opts: Op
         if t is None:
             raise EdgekitError(f"{profile['name']} is not reachable; only the edgekit backend "
                                "has an estimate")
-        extra = {"stream": opts.stream} if backend == "onnxruntime" else {}
+        extra = {"stream": opts.stream} if backend in ("onnxruntime", "litert") else {}
+        if backend == "litert":
+            extra["states"] = _state_pairs(model, opts.graph)
         if backend == "torch":
             extra["source"] = meta.get("source")
         if backend == "session":

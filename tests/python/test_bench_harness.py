@@ -190,6 +190,20 @@ def test_onnxruntime_backend_on_a_real_onnx_file(tmp_path):
     assert res["streaming"]["chunk_ms"] == 10.0
 
 
+def test_litert_carries_the_graph_states(model_dir, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from edgekit.export import tflite
+
+    tflite.export(streaming_model(), model_dir / "small-int8.tflite")
+    out = tmp_path / "out"
+    r = _bench(model_dir / "small-int8.tflite", "--backend", "litert", "-o", out, *FAST)
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "small-int8.litert.x86-host.json")
+    # State names come from the same-stem .ekm's graph (conv cache, LSTM h and c).
+    assert res["backend"]["options"]["carried_states"] == ["conv.cache", "lstm.h", "lstm.c"]
+    assert res["streaming"]["chunk_ms"] == 40.0
+
+
 def test_paced_mode_reports_lag(tmp_path):
     pytest.importorskip("onnxruntime")
     write_matmul_onnx(tmp_path / "mm.onnx")
