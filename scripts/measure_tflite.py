@@ -148,7 +148,8 @@ def measure_model(name: str, size: str, recipes, seconds: float, iters: int, wor
     irf = lower(m, zoo_graphs(name, m))
     rep = tflite.export(irf, work / f"{name}.fp32.tflite", calib=calib)
     files = rep["files"]
-    rows["fp32"] = {"bytes": _sizes(files), "snr_vs_fp32_db": snr(ref, run_stream(irf, files, eval_chunks, st)),
+    rows["fp32"] = {"bytes": _sizes(files),
+                    "snr_vs_fp32_db": snr(ref, run_stream(irf, files, eval_chunks, st)),
                     "latency": latency(irf, files, iters), "seconds": round(time.time() - t0, 1)}
     try:
         t0 = time.time()
@@ -180,8 +181,8 @@ def measure_model(name: str, size: str, recipes, seconds: float, iters: int, wor
             "xnnpack_vs_ref_max_abs_diff": {g: i["xnnpack_vs_ref_max_abs_diff"]
                                             for g, i in rep["graphs"].items()},
             "latency": latency(irm, rep["files"], iters), "seconds": round(time.time() - t0, 1)}
-        print(f"  {name} {r}: {json.dumps({k: rows[r][k] for k in ('bytes', 'snr_vs_fp32_db', 'snr_vs_compressed_db')})}",
-              flush=True)
+        keys = ("bytes", "snr_vs_fp32_db", "snr_vs_compressed_db")
+        print(f"  {name} {r}: {json.dumps({k: rows[r][k] for k in keys})}", flush=True)
     return {"size": size, "params": sum(p.numel() for p in m.parameters()),
             "eval_chunks": len(eval_chunks), "streaming": st, "rows": rows}
 

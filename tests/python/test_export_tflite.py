@@ -228,8 +228,8 @@ def test_float_ops_match_reference(tmp_path):
     rng = np.random.default_rng(0)
     f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     g = G()
-    x = g.add("x", "f32", (1, 4, 6), "input")
-    tok = g.add("tok", "i64", (1, 2), "input")
+    g.add("x", "f32", (1, 4, 6), "input")
+    g.add("tok", "i64", (1, 2), "input")
     g.add("gam", "f32", (6,), "const", f32(6))
     g.add("bet", "f32", (6,), "const", f32(6))
     g.add("W", "f32", (6, 3), "const", f32(6, 3))

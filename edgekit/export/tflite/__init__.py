@@ -226,4 +226,10 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
         atomic_write_bytes(paths[gname], data)
         report["files"][gname] = str(paths[gname])
         report["bytes"] += len(data)
+    report["file_bytes"] = report["bytes"]
+    # One line per layer not stored at its own bits, or not stored exactly.
+    report["widened_layers"] = sorted({
+        f"{l['name']} ({l['ir_bits']}->{l['bits']}"
+        + ("" if l["exact"] else f", re-quantized {l['weight_snr_db']} dB") + ")"
+        for l in report["layers"] if l["widened"] or not l["exact"]})
     return report

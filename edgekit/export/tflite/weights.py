@@ -103,12 +103,13 @@ def _snr_db(ref: np.ndarray, got: np.ndarray) -> float:
     return 10 * math.log10(max(sig, 1e-30) / err)
 
 
-def plan(data: bytes, kind: str, *, lossless: bool = False, min_bits: int | None = None) -> WeightPlan:
+def plan(data: bytes, kind: str, *, lossless: bool = False,
+         min_bits: int | None = None) -> WeightPlan:
     """How to store one packed weight for op `kind` ("fc" or "conv").
 
     The width is the smallest LiteRT supports that is >= the IR's bits and >= `min_bits`
-    (e.g. 8: int8 everywhere; 4: no INT2, which XNNPACK does not run). `lossless=True` widens further instead of
-    re-quantizing when the values do not fit exactly.
+    (e.g. 8: int8 everywhere; 4: no INT2, which XNNPACK does not run). `lossless=True`
+    widens further instead of re-quantizing when the values do not fit exactly.
     """
     if kind not in WIDTHS:
         raise ValueError(f"weight kind must be one of {sorted(WIDTHS)}, got {kind!r}")
