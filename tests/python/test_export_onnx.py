@@ -610,3 +610,14 @@ def test_zoo_small_size_rule(tmp_path, name):
     print(f"{name} small ONNX bytes by bits: {size}")   # shown with -s; quoted in the docs
     assert size[4] <= 0.55 * size[8], size
     assert size[2] <= 0.35 * size[8], size
+
+
+def test_packed_data_read_through_mmap_is_accepted(tmp_path):
+    """Readers may hand packed data as a memoryview (mmap): same file as from bytes."""
+    w_t, _ = packed("W", 16, 64, 2, seed=9)
+    m, _ = qlinear_model(w_t, 16, 64, bias=False)
+    a = ek_onnx.export(m, tmp_path / "a.onnx")
+    m.tensors["W"].data = memoryview(bytearray(w_t.data))
+    b = ek_onnx.export(m, tmp_path / "b.onnx")
+    assert a["opset"] == b["opset"] == 25   # 2-bit codes: INT2 needs opset 25
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()

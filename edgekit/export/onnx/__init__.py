@@ -152,7 +152,8 @@ def _graph_proto(model: ir.Model, graph: ir.Graph, opset: int, flavor: str, exac
 def _default_opset(model: ir.Model) -> int:
     """21 unless some packed weight has <= 2-bit codes (INT2/UINT2 need opset 25)."""
     for t in model.tensors.values():
-        if t.dtype == "packed" and isinstance(t.data, (bytes, bytearray)) and len(t.data) >= 64:
+        if t.dtype == "packed" and isinstance(t.data, (bytes, bytearray, memoryview)) \
+                and len(t.data) >= 64:
             if packing.parse_header(bytes(t.data))["bits"] <= 2:
                 return 25
     return MIN_OPSET
