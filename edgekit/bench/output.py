@@ -90,10 +90,11 @@ def table(results: list[dict]):
         session = r["backend"]["runner"] == "edgekit.runtime.Session"
         who = (r["model"]["label"], r["backend"]["name"] + (" (Session)" if session else ""),
                r["device"]["profile"])
-        if r["kind"] == "estimated":
+        if r["kind"] in ("estimated", "simulated"):
             e = r["estimate"]
-            t.add_row(*who, "[yellow]ESTIMATED[/]", f"~{_fmt(e['total_us'], 'us')} (est.)",
-                      "-", "-", "-", _fmt(e.get("rtf")) + " (est.)" if e.get("rtf") else "-",
+            tag = "est." if r["kind"] == "estimated" else "sim."
+            t.add_row(*who, f"[yellow]{r['kind'].upper()}[/]", f"~{_fmt(e['total_us'], 'us')} ({tag})",
+                      "-", "-", "-", _fmt(e.get("rtf")) + f" ({tag})" if e.get("rtf") else "-",
                       "-", "-", "-", "0")
             continue
         ci = st["median_ci95"]

@@ -119,6 +119,11 @@ def render(results: list[dict]) -> str:
                   "</h2>", _table([row(r) for r in estimated], cols),
                   f"<img alt='estimated size vs time' src='data:image/png;base64,"
                   f"{_size_latency(estimated, True)}'>"]
+    simulated = [r for r in results if r["kind"] == "simulated"]
+    if simulated:  # edgekit sim (docs/sim.md): deterministic cycle counts, not timings
+        parts += ["<h2 class='est'>SIMULATED — int8 accelerator simulator, not measured</h2>",
+                  _table([row(r) for r in simulated],
+                         ["label", "backend", "device", "model_bytes", "estimate_us", "rtf"])]
     return "\n".join(parts) + "\n"
 
 

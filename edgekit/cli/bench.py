@@ -86,7 +86,10 @@ def bench(models, device, backend, out_dir, threads, affinity, warmup, warmup_ti
     labelled "estimated" everywhere.
     """
     from edgekit.bench import harness, output
+    from edgekit.cli import sim
 
+    if sim.is_accelerator(device):  # int8 accelerator profile: simulate (docs/sim.md)
+        return sim.bench_simulated(models, device, out_dir, graph, chunk_ms, seed, quiet)
     if max_time < min_time:
         raise EdgekitError(f"--max-time ({max_time}) must be >= --min-time ({min_time})")
     opts = harness.Options(

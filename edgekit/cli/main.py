@@ -71,6 +71,8 @@ def _register() -> None:
     cli.add_command(eval_.eval_cmd)
     from edgekit.cli.run import run
     cli.add_command(run)
+    from edgekit.cli.sim import sim
+    cli.add_command(sim)
 
 
 _register()

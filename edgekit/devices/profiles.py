@@ -75,7 +75,9 @@ def names() -> list[str]:
     found = set()
     for folder in search_path():
         if folder.is_dir():
-            found.update(p.stem for p in folder.glob("*.yaml"))
+            # Accelerator profiles (kind: accelerator) belong to the simulator (docs/sim.md).
+            found.update(p.stem for p in folder.glob("*.yaml")
+                         if "kind: accelerator" not in p.read_text(encoding="utf-8"))
     return sorted(found)
 
 
@@ -113,6 +115,9 @@ def _read(path: Path) -> dict:
         raise ValueError(f"{path}: not valid YAML{at}") from None
     except RecursionError:
         raise ValueError(f"{path}: YAML nested too deeply") from None
+    if isinstance(data, dict) and data.get("kind") == "accelerator":
+        raise ValueError(f"{path}: an accelerator profile; simulate it with "
+                         f"`edgekit sim run MODEL.ekm --device {data.get('name', path.stem)}`")
     validate(data, str(path))
     if path.suffix == ".yaml" and data["name"] != path.stem and path.parent in search_path():
         raise ValueError(f"{path}: name {data['name']!r} must equal the file name")
