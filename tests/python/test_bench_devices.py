@@ -79,3 +79,10 @@ def test_devices_cli_no_check():
 
     r = CliRunner().invoke(cli, ["devices", "--no-check"])
     assert r.exit_code == 0 and "not checked" in r.output
+
+
+def test_accelerator_profiles_point_to_the_simulator(tmp_path):
+    p = tmp_path / "npu.yaml"
+    p.write_text("kind: accelerator\nname: npu\n")
+    with pytest.raises(ValueError, match="edgekit sim run MODEL.ekm --device npu"):
+        devices.load(str(p))
