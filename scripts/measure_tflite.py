@@ -159,39 +159,48 @@ def measure_model(name: str, size: str, recipes, seconds: float, iters: int, wor
                             "latency": latency(irf, af, iters), "seconds": round(time.time() - t0, 1)}
     except Exception as exc:  # the peer tool's own failure is a result, not a crash
         rows["aeq-int4"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-    for r in recipes:
+    for r in [r for r in recipes if r != "int4-pc"]:
         t0 = time.time()
         c = compress(m, r, calib=[_example(name, m, seconds, 1)])
         cref = torch_steps(c, eval_chunks)
         irm = lower(c, zoo_graphs(name, c))
-        rep = tflite.export(irm, work / f"{name}.{r}.tflite", calib=calib)
-        got = run_stream(irm, rep["files"], eval_chunks, st)
-        widened = [l["name"] for l in rep["layers"] if l["widened"]]
-        requant = [l for l in rep["layers"] if not l["exact"]]
-        rows[r] = {
-            "bytes": _sizes(rep["files"]),
-            "weight_bytes": {g: i["weight_bytes"] for g, i in rep["graphs"].items()},
-            "snr_vs_fp32_db": snr(ref, got), "snr_vs_compressed_db": snr(cref, got),
-            "compressed_vs_fp32_db": snr(ref, cref),
-            "layers": len(rep["layers"]), "widened": len(widened),
-            "requantized": len(requant),
-            "requant_weight_snr_db_min": min((l["weight_snr_db"] for l in requant), default=None),
-            "float_ops": {g: i["float_ops"] for g, i in rep["graphs"].items()},
-            "integer_ops": {g: i["integer_ops"] for g, i in rep["graphs"].items()},
-            "xnnpack_vs_ref_max_abs_diff": {g: i["xnnpack_vs_ref_max_abs_diff"]
-                                            for g, i in rep["graphs"].items()},
-            "latency": latency(irm, rep["files"], iters), "seconds": round(time.time() - t0, 1)}
-        keys = ("bytes", "snr_vs_fp32_db", "snr_vs_compressed_db")
-        print(f"  {name} {r}: {json.dumps({k: rows[r][k] for k in keys})}", flush=True)
+        for row, opts in [(r, {})] + ([("int4-pc", {"split_groups": False})]
+                                       if r == "int4" and "int4-pc" in recipes else []):
+            rows[row] = _export_row(name, row, irm, opts, calib, ref, cref, eval_chunks, st,
+                                    iters, work, t0)
     return {"size": size, "params": sum(p.numel() for p in m.parameters()),
             "eval_chunks": len(eval_chunks), "streaming": st, "rows": rows}
+
+
+def _export_row(name, r, irm, opts, calib, ref, cref, eval_chunks, st, iters, work, t0) -> dict:
+    """Export one compressed IR with `opts` and measure it."""
+    rep = tflite.export(irm, work / f"{name}.{r}.tflite", calib=calib, **opts)
+    got = run_stream(irm, rep["files"], eval_chunks, st)
+    widened = [l["name"] for l in rep["layers"] if l["widened"]]
+    requant = [l for l in rep["layers"] if not l["exact"]]
+    row = {
+        "bytes": _sizes(rep["files"]),
+        "weight_bytes": {g: i["weight_bytes"] for g, i in rep["graphs"].items()},
+        "snr_vs_fp32_db": snr(ref, got), "snr_vs_compressed_db": snr(cref, got),
+        "compressed_vs_fp32_db": snr(ref, cref), "options": opts,
+        "layers": len(rep["layers"]), "widened": len(widened), "requantized": len(requant),
+        "requant_weight_snr_db_min": min((l["weight_snr_db"] for l in requant), default=None),
+        "float_ops": {g: i["float_ops"] for g, i in rep["graphs"].items()},
+        "integer_ops": {g: i["integer_ops"] for g, i in rep["graphs"].items()},
+        "xnnpack_vs_ref_max_abs_diff": {g: i["xnnpack_vs_ref_max_abs_diff"]
+                                        for g, i in rep["graphs"].items()},
+        "latency": latency(irm, rep["files"], iters), "seconds": round(time.time() - t0, 1)}
+    keys = ("bytes", "snr_vs_fp32_db", "snr_vs_compressed_db")
+    print(f"  {name} {r}: {json.dumps({k: row[k] for k in keys})}", flush=True)
+    return row
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="small", choices=["tiny", "small"])
     ap.add_argument("--models", default="conmer,conformer,nwc,rnnt")
-    ap.add_argument("--recipes", default="int8,int4,mixed")
+    ap.add_argument("--recipes", default="int8,int4,int4-pc,mixed",
+                    help="int4-pc: the int4 model exported with split_groups=False")
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("-o", "--out", default="out/tflite_measure.json")

@@ -355,6 +355,8 @@ def test_widths_widening_and_requantization_are_reported():
     p = weights.plan(grouped, "fc")  # one FC per K group: exact
     assert p.exact and p.report()["k_groups"] == 3
     np.testing.assert_array_equal(p.dequantized(), weights.dequantize(grouped))
+    p = weights.plan(grouped, "fc", split_groups=False)
+    assert not p.exact and p.weight_snr_db > 10 and p.report()["k_groups"] == 1
     p = weights.plan(grouped, "conv")  # a conv's K mixes channels and taps: re-quantized
     assert not p.exact and p.weight_snr_db > 10
     assert weights.plan(_packed(rng, 8, 64, 4), "fc", min_bits=8).bits == 8

@@ -23,7 +23,7 @@ from edgekit.export.tflite.runner import Stream
 
 __all__ = ["export", "build_graph", "Stream", "graph_paths", "snr_db"]
 
-OPTS = {"lossless": False, "min_bits": None, "calib_steps": 4, "seed": 0, "verify": True,
+OPTS = {"lossless": False, "min_bits": None, "split_groups": True, "calib_steps": 4, "seed": 0, "verify": True,
         "min_layer_snr_db": 10.0, "low_first": True}
 
 
@@ -188,7 +188,8 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
     calib: None (deterministic N(0,1) inputs), a list of {input name: array} steps (one-graph
     models), or {graph name: list of steps}; states are carried between steps.
     opts: lossless (widen instead of re-quantizing weights that do not fit exactly),
-    min_bits (2, 4, 8: the narrowest stored width; 8 = int8 everywhere), calib_steps, seed,
+    min_bits (2, 4, 8: the narrowest stored width; 8 = int8 everywhere), split_groups
+    (False: re-quantize per-group scales per channel — smaller, less exact), calib_steps, seed,
     verify (run both resolvers and check every integer layer), min_layer_snr_db.
     Raises ValueError for bad input, unsupported ops, and layers that fail the check.
     """

@@ -189,7 +189,8 @@ class Emitter:
             if t.dtype != "packed":
                 raise ValueError(f"{name}: a quantized op needs a packed weight, got {t.dtype}")
             self.plans[key] = wplan.plan(t.data, kind, lossless=self.opts.get("lossless", False),
-                                         min_bits=self.opts.get("min_bits"))
+                                         min_bits=self.opts.get("min_bits"),
+                                         split_groups=self.opts.get("split_groups", True))
         return self.plans[key]
 
     def int_weight(self, name: str, p: wplan.WeightPlan, values: np.ndarray, shape, axis: int) -> int:

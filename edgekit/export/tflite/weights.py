@@ -103,13 +103,16 @@ def _snr_db(ref: np.ndarray, got: np.ndarray) -> float:
     return 10 * math.log10(max(sig, 1e-30) / err)
 
 
-def plan(data: bytes, kind: str, *, lossless: bool = False,
-         min_bits: int | None = None) -> WeightPlan:
+def plan(data: bytes, kind: str, *, lossless: bool = False, min_bits: int | None = None,
+         split_groups: bool = True) -> WeightPlan:
     """How to store one packed weight for op `kind` ("fc" or "conv").
 
     The width is the smallest LiteRT supports that is >= the IR's bits and >= `min_bits`
     (e.g. 8: int8 everywhere; 4: no INT2, which XNNPACK does not run). `lossless=True`
     widens further instead of re-quantizing when the values do not fit exactly.
+    `split_groups=False` re-quantizes per-group scales per channel instead of splitting the
+    FC by group: smaller files (each group costs LiteRT a float scale and an int64 zero point
+    per row), more error.
     """
     if kind not in WIDTHS:
         raise ValueError(f"weight kind must be one of {sorted(WIDTHS)}, got {kind!r}")
@@ -120,7 +123,7 @@ def plan(data: bytes, kind: str, *, lossless: bool = False,
     ref = (scales[:, gcol] * vals.astype(np.float32)).astype(np.float32)
     G = scales.shape[1]
     gs = int(gcol.tolist().count(0)) if G > 1 else 0
-    if G == 1 or kind == "fc":
+    if G == 1 or (kind == "fc" and split_groups):
         # Per-group scales stay exact for FULLY_CONNECTED: one per-channel FC per group of
         # K columns, the partial outputs summed (convs have no such split: their K mixes
         # channels and taps).
