@@ -1,0 +1,94 @@
+"""Simulator functional equality with the runtime, and the CLI (sim run/compare, bench)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import ekm_models
+from edgekit.bench import schema
+from edgekit.cli.main import cli
+from edgekit.export import ekm
+from edgekit.runtime import available
+
+pytestmark = pytest.mark.skipif(not available(), reason="edgekit._C runtime not built (make build)")
+
+
+@pytest.fixture()
+def model_path(tmp_path):
+    p = tmp_path / "stream.ekm"
+    ekm.write(ekm_models.streaming_model(), p)
+    return p
+
+
+def test_functional_equals_runtime(model_path):
+    from edgekit.runtime import Session
+    from edgekit.sim import functional
+
+    res = functional.check(model_path, steps=3, seed=5)
+    assert res["ok"], res
+    # The simulator's outputs are the runtime's: same feed through Session.run (whole
+    # utterance from a reset state) gives the concatenated steps bit for bit.
+    sim = functional.execute(model_path, steps=3, seed=5)
+    feeds = functional.feeds(Session(str(model_path)).inputs, 3, 5)
+    whole = Session(str(model_path)).run({"chunk": np.concatenate([f["chunk"] for f in feeds],
+                                                                  axis=1)})
+    assert np.array_equal(np.concatenate([s["logits"] for s in sim], axis=1), whole["logits"])
+    assert np.abs(whole["logits"]).max() > 0
+    other = functional.execute(model_path, steps=3, seed=6)
+    assert functional.digest(sim) != functional.digest(other)
+    assert functional.digest(sim) == res["outputs_sha256"]
+
+
+def test_sim_run_and_compare(model_path, tmp_path):
+    r = CliRunner().invoke(cli, ["sim", "run", str(model_path), "--json", str(tmp_path / "s.json"),
+                                 "--csv", str(tmp_path / "s.csv")])
+    assert r.exit_code == 0, r.output
+    assert "SIMULATED" in r.output and "ok" in r.output
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["functional"]["ok"] and s["steady"]["cycles"] > 0
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert [row["op"] for row in rows] == [lay["op"] for lay in s["layers"]]
+    r = CliRunner().invoke(cli, ["sim", "compare", str(model_path), str(model_path),
+                                 "--residency", "off"])
+    assert r.exit_code == 0, r.output
+    assert "+0.00" in r.output
+
+
+def test_bench_device_npu_int8(model_path, tmp_path):
+    out = tmp_path / "bench"
+    r = CliRunner().invoke(cli, ["bench", str(model_path), "--device", "npu-int8", "-o", str(out),
+                                 "--quiet"])
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "stream.edgekit.npu-int8.json")
+    assert res["kind"] == "simulated" and res["estimate"]["method"] == "simulator"
+    assert res["estimate"]["functional"]["ok"]
+    assert res["estimate"]["total_us"] > 0 and res["samples_us"] == []
+    layers = list(csv.DictReader((out / "stream.edgekit.npu-int8.layers.csv").open()))
+    assert len(layers) == len(res["estimate"]["per_layer"])
+    assert "simulated" in (out / "results.csv").read_text()
+    # The report puts simulated runs in their own, labelled section.
+    r = CliRunner().invoke(cli, ["report", str(out / "stream.edgekit.npu-int8.json"),
+                                 "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    assert "SIMULATED" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["sim", "run", "missing.ekm"], "no such file"),
+    (["sim", "run", "model.onnx"], "reads .ekm files"),
+    (["sim", "run", "{m}", "--device", "nope"], "unknown accelerator profile"),
+    (["sim", "run", "{m}", "--graph", "nope"], "no graph 'nope'"),
+    (["sim", "run", "{bad}"], "bad.ekm"),
+])
+def test_cli_errors(args, msg, model_path, tmp_path):
+    bad = tmp_path / "bad.ekm"
+    bad.write_bytes(b"EKM1" + b"\0" * 60)
+    args = [a.format(m=model_path, bad=bad) for a in args]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2, r.output
+    assert msg in r.output and "Traceback" not in r.output
