@@ -93,7 +93,8 @@ def table(results: list[dict]):
         if r["kind"] in ("estimated", "simulated"):
             e = r["estimate"]
             tag = "est." if r["kind"] == "estimated" else "sim."
-            t.add_row(*who, f"[yellow]{r['kind'].upper()}[/]", f"~{_fmt(e['total_us'], 'us')} ({tag})",
+            t.add_row(*who, f"[yellow]{r['kind'].upper()}[/]",
+                      f"~{_fmt(e['total_us'], 'us')} ({tag})",
                       "-", "-", "-", _fmt(e.get("rtf")) + f" ({tag})" if e.get("rtf") else "-",
                       "-", "-", "-", "0")
             continue
