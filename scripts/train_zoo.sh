@@ -22,4 +22,4 @@ train() {  # name steps stop_at lr
 }
 
 train conformer 4000 "${CONFORMER_STOP:-4000}" 2e-3
-train rnnt 4000 "${RNNT_STOP:-4000}" 1.5e-3
+train rnnt 4000 "${RNNT_STOP:-2500}" 1.5e-3

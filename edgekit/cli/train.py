@@ -25,6 +25,10 @@ def qat_hooks(method: str, model, recipe: str | None, steps: int):
     return prepare(method, model, recipe, steps=steps)
 
 
+def _log(row: dict) -> None:
+    click.echo(json.dumps(row))
+
+
 @click.command("train")
 @click.argument("model_name", metavar="MODEL")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
@@ -48,17 +52,20 @@ def qat_hooks(method: str, model, recipe: str | None, steps: int):
 @click.option("--recipe", default=None, help="Compression recipe for QAT (name or YAML).")
 @click.option("--qat", type=click.Choice(QAT_METHODS), default=None,
               help="Quantization-aware training method.")
+@click.option("--target-entropy", type=float, default=3.0, show_default=True,
+              help="Codec only: code entropy (bits) the bitrate controller aims for.")
 def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, lr, warmup,
-              eval_every, stop_at, threads, seed, recipe, qat) -> None:
-    """Train zoo MODEL (conformer, conmer, rnnt) with CTC or the transducer loss."""
+              eval_every, stop_at, threads, seed, recipe, qat, target_entropy) -> None:
+    """Train zoo MODEL: conformer, conmer (CTC), rnnt (transducer loss), nwc, nwc-cmrl
+    (METHODS section 7 loss with entropy-controlled bitrate)."""
     from edgekit import models
     from edgekit.data.dataset import read_manifest
     from edgekit.train.loop import TrainConfig
-    from edgekit.train.run import ASR_MODELS, fit
+    from edgekit.train.run import ASR_MODELS, CODEC_MODELS, fit, fit_codec
 
-    if model_name not in ASR_MODELS:
+    if model_name not in ASR_MODELS + CODEC_MODELS:
         raise EdgekitError(f"cannot train {model_name!r}: training is implemented for "
-                           f"{', '.join(ASR_MODELS)}")
+                           f"{', '.join(ASR_MODELS + CODEC_MODELS)}")
     if (steps is None) == (epochs is None):
         raise EdgekitError("give exactly one of --steps and --epochs")
     if recipe and not qat:
@@ -72,15 +79,21 @@ def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, l
             steps = max(1, round(epochs * n_train / max(1, batch_size)))
         cfg = TrainConfig(steps=steps, lr=lr, warmup=min(warmup, steps), eval_every=eval_every,
                           threads=threads, log_every=50, stop_at=stop_at)
+        out = out_path or f"{model_name}-{size}.pt"
+        if model_name in CODEC_MODELS:
+            if qat:
+                raise ValueError("--qat is not wired for the codec yet")
+            result = fit_codec(model_name, data_dir, out, cfg, batch_size=batch_size,
+                               target_entropy=target_entropy, seed=seed, log=_log)
+            click.echo(f"wrote {out} after {result.step} steps: {json.dumps(result.metrics)}")
+            return
         model = models.build(model_name, size, seed=seed, pretrained=False)
         regularizer, callbacks = None, ()
         if qat:
             model, regularizer, callbacks = qat_hooks(qat, model, recipe, steps)
-        out = out_path or f"{model_name}-{size}.pt"
         result = fit(model_name, size, data_dir, out, cfg, batch_size=batch_size, seed=seed,
                      model=model, recipe=recipe, qat=qat, regularizer=regularizer,
-                     callbacks=callbacks,
-                     log=lambda row: click.echo(json.dumps(row)))
+                     callbacks=callbacks, log=_log)
     except ValueError as exc:
         raise EdgekitError(str(exc)) from None
     except OSError as exc:

@@ -53,7 +53,11 @@ def evaluate_codec(model: nn.Module, dataset, limit: int | None = 50,
         seconds += len(wave) / nwc.SAMPLE_RATE
     allcodes = np.concatenate(codes)
     per_s = 256 * len(model.stages) * nwc.SAMPLE_RATE / nwc.HOP  # code values per second
-    out = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+    def mean(key):  # NaN (not a warning) when PESQ failed on every utterance
+        vals = np.array([r[key] for r in rows], dtype=float)
+        return float(vals[~np.isnan(vals)].mean()) if (~np.isnan(vals)).any() else float("nan")
+
+    out = {k: mean(k) for k in rows[0]}
     out.update({
         "utterances": n,
         "code_entropy_bits": metrics.entropy_bits(allcodes),

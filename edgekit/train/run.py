@@ -95,3 +95,64 @@ def fit(
     return train(model, bucket_batches(train_set, batch_size, seed),
                  asr.make_loss(model, seed=seed), cfg, regularizer=regularizer,
                  callbacks=callbacks, evaluate=evaluate, checkpoint=checkpoint, log=log)
+
+
+CODEC_MODELS = ("nwc", "nwc-cmrl")
+
+
+def segment_batches(dataset, batch_size: int, segment: int, seed: int) -> Callable[[], list]:
+    """Epoch factory for codec training: random `segment`-sample crops, one per utterance."""
+    waves = {}
+    epoch = [0]
+
+    def batches():
+        gen = torch.Generator().manual_seed(seed * 1000003 + epoch[0])
+        epoch[0] += 1
+        order = torch.randperm(len(dataset), generator=gen).tolist()
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            crops = []
+            for j in order[i : i + batch_size]:
+                if j not in waves:
+                    waves[j] = dataset.wave(j)
+                w = torch.nn.functional.pad(waves[j], (0, max(0, segment - len(waves[j]))))
+                start = int(torch.randint(0, len(w) - segment + 1, (1,), generator=gen))
+                crops.append(w[start : start + segment])
+            yield torch.stack(crops)
+
+    return batches
+
+
+def fit_codec(name: str, data_dir, out=None, cfg: TrainConfig | None = None, *,
+              batch_size: int = 8, segment: int = 4800, target_entropy: float = 3.0,
+              seed: int = 0, dev_limit: int = 10, log=None) -> TrainResult:
+    """Train NWC / NWC-CMRL with the METHODS section 7 loss (`edgekit.train.codec`).
+
+    Each step codes `batch_size` random crops of `segment` samples (10 hops by default); the
+    entropy weight tau moves once per pass over the train split. Dev metrics: SNR, PESQ-WB
+    and entropy bitrate on the first `dev_limit` dev utterances.
+    """
+    from edgekit.eval.codec import evaluate_codec
+    from edgekit.train.codec import CodecLoss
+
+    if name not in CODEC_MODELS:
+        raise ValueError(f"codec training is for {', '.join(CODEC_MODELS)}; got {name!r}")
+    cfg = cfg or TrainConfig()
+    model = models.build(name, "tiny", seed=seed, pretrained=False)
+    train_set = SpeechDataset(data_dir, "train")
+    dev_set = SpeechDataset(data_dir, "dev", limit=dev_limit)
+    loss = CodecLoss(model, target_entropy, epoch_steps=max(1, len(train_set) // batch_size))
+
+    def evaluate(m):
+        r = evaluate_codec(m, dev_set, limit=dev_limit)
+        return {"dev_snr": round(r["snr"], 3), "dev_pesq_wb": round(r["pesq_wb"], 3),
+                "dev_bitrate_entropy_bps": round(r["bitrate_entropy_bps"], 1)}
+
+    def checkpoint(m, step, metrics):
+        if out is not None:
+            save_checkpoint(out, m, {"model": name, "size": "tiny", "seed": seed, "recipe": None,
+                                     "qat": None, "data": str(data_dir), "steps": cfg.steps,
+                                     "batch_size": batch_size, "target_entropy": target_entropy,
+                                     "tau": loss.tau, "metrics": metrics}, step)
+
+    return train(model, segment_batches(train_set, batch_size, segment, seed), loss, cfg,
+                 callbacks=[loss], evaluate=evaluate, checkpoint=checkpoint, log=log)

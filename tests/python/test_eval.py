@@ -155,3 +155,14 @@ def test_eval_cli_user_errors(corpus, tmp_path):
     assert res.exit_code == 2 and "Traceback" not in res.output
     res = run(cli, ["eval", "conformer", "--data", str(corpus), "--limit", "0"])
     assert res.exit_code == 2
+
+
+@pytest.mark.parametrize("name", ["conformer", "rnnt"])
+def test_shipped_checkpoint_recognises_speech(corpus, name):
+    info = models.pretrained_info(name)
+    if info is None:
+        pytest.skip(f"no trained {name} checkpoint ships")
+    assert info["test"]["greedy"]["wer"] < 0.5  # what the sidecar claims is useful...
+    acc = evaluate(name, corpus, split="train")["accuracy"]  # ...and it holds on fresh audio
+    assert acc["model"]["weights"] == "trained"
+    assert acc["cer"] < 0.35, acc

@@ -164,7 +164,7 @@ def test_codec_loss_terms_and_tau_controller():
 
 def test_train_cli_errors(tmp_path):
     run = CliRunner().invoke
-    res = run(cli, ["train", "nwc", "--data", str(tmp_path), "--steps", "1"])
+    res = run(cli, ["train", "whisper", "--data", str(tmp_path), "--steps", "1"])
     assert res.exit_code == 2 and "implemented for" in res.output
     res = run(cli, ["train", "conformer", "--data", str(tmp_path)])
     assert res.exit_code == 2 and "exactly one of --steps and --epochs" in res.output
@@ -214,3 +214,16 @@ def test_qat_flag_trains_and_evaluates_or_says_not_available(tmp_path, corpus):
     # the quantized layers are rebuilt from the checkpoint, not loaded into a float model
     acc = evaluate(str(out), corpus, limit=1)["accuracy"]
     assert acc["model"]["qat"] == "gq" and acc["utterances"] == 1
+
+
+@pytest.mark.slow
+def test_codec_training_runs_and_checkpoints(tmp_path, corpus):
+    from edgekit.train.run import fit_codec
+
+    out = tmp_path / "nwc.pt"
+    res = fit_codec("nwc", corpus, out, TrainConfig(steps=2, warmup=1), batch_size=2,
+                    segment=960, dev_limit=1)
+    assert res.step == 2 and set(res.metrics) == {"dev_snr", "dev_pesq_wb",
+                                                  "dev_bitrate_entropy_bps"}
+    ck = load_checkpoint(out)
+    assert ck["meta"]["model"] == "nwc" and "tau" in ck["meta"]
