@@ -28,6 +28,9 @@ def compare(a: dict, b: dict, seed: int = 0, alpha: float = ALPHA) -> dict:
     notes = []
     if min(len(sa), len(sb)) < 8:
         notes.append("fewer than 8 samples on a side: the U test's normal approximation is rough")
+    if a["stats"]["unstable"] or b["stats"]["unstable"]:
+        notes.append("a run is flagged unstable: the test sees sample noise, not drift "
+                     "between runs (load, thermal); check with --repeat")
     if a["device"]["profile"] != b["device"]["profile"]:
         notes.append("different devices")
     return {"p50_a_us": ma, "p50_b_us": mb, "ratio": mb / ma if ma else float("inf"),
