@@ -99,6 +99,12 @@ ROWS = {
     "4-bit S8BQAT (lam 1e-3; final snap only)": (
         "qat", sub8(4, "lloyd_max", "lm4"),
         {"method": "s8bqat", "knobs": {"lam": 1e-3, "warmup": 50, "period": 0}}),
+    "4-bit S8BQAT (final snap only)": (
+        "qat", sub8(4, "lloyd_max", "lm4"),
+        {"method": "s8bqat", "knobs": {"lam": 1e-4, "warmup": 50, "period": 0}}),
+    "4-bit S8BQAT (lam 0; snaps only)": (
+        "qat", sub8(4, "lloyd_max", "lm4"),
+        {"method": "s8bqat", "knobs": {"lam": 0.0, "warmup": 50, "period": 50}}),
     # the train loop clips the *total* gradient norm at 5; MRACos' gradient (λ·π/Δ per weight,
     # on every weight) inflates that norm and so shrinks the task gradient: the same pair
     # without clipping
