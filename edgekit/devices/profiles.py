@@ -169,6 +169,9 @@ def detect_host() -> dict:
             if "avx512_vbmi2" in flags:
                 isa.append("avx512vbmi2")
         facts["isa"] = isa
+        # The int8 rate the roofline uses follows what the kernels can issue: vpdpbusd
+        # (64 MACs) with VNNI, vpmaddubsw (32) with AVX2, a scalar-ish ref otherwise.
+        facts["int8_macs_per_cycle"] = 64 if "avx512" in isa else 32 if "avx2" in isa else 2
     except OSError:
         pass
     try:
