@@ -42,18 +42,36 @@ void epilogue_sum_groups(const PackedLinear& w, const int32_t* acc, int M, int32
   }
 }
 
+void epilogue_f32_rows(const PackedLinear& w, const int32_t* acc, int n0, int n1, float x_scale,
+                       const float* bias, float* out) {
+  if (w.ngroups == 1) {
+    // One group: the same arithmetic as below (0.0f + ..., then * x_scale, then + bias) in a
+    // branch-free loop the compiler vectorizes; -ffp-contract=off keeps it bit-exact.
+    if (bias) {
+      for (int n = n0; n < n1; ++n)
+        out[n] = (0.0f + w.scales[n] * static_cast<float>(acc[n])) * x_scale + bias[n];
+    } else {
+      for (int n = n0; n < n1; ++n)
+        out[n] = (0.0f + w.scales[n] * static_cast<float>(acc[n])) * x_scale;
+    }
+    return;
+  }
+  for (int n = n0; n < n1; ++n) {
+    const float* sc = w.scales + static_cast<size_t>(n) * w.ngroups;
+    const int32_t* a = acc + static_cast<size_t>(n) * w.ngroups;
+    float y = 0.0f;
+    for (int g = 0; g < w.ngroups; ++g) y += sc[g] * static_cast<float>(a[g]);
+    y *= x_scale;
+    if (bias) y += bias[n];
+    out[n] = y;
+  }
+}
+
 void epilogue_f32(const PackedLinear& w, const int32_t* acc, int M, float x_scale,
                   const float* bias, float* out) {
+  const size_t row = static_cast<size_t>(w.N) * w.ngroups;
   for (int m = 0; m < M; ++m)
-    for (int n = 0; n < w.N; ++n) {
-      const size_t i = static_cast<size_t>(m) * w.N + n;
-      const float* sc = w.scales + static_cast<size_t>(n) * w.ngroups;
-      float y = 0.0f;
-      for (int g = 0; g < w.ngroups; ++g) y += sc[g] * static_cast<float>(acc[i * w.ngroups + g]);
-      y *= x_scale;
-      if (bias) y += bias[n];
-      out[i] = y;
-    }
+    epilogue_f32_rows(w, acc + m * row, 0, w.N, x_scale, bias, out + static_cast<size_t>(m) * w.N);
 }
 
 void epilogue_q8(const PackedLinear& w, const int32_t* acc, int M, const int32_t* mult,

@@ -16,6 +16,11 @@ void epilogue_sum_groups(const PackedLinear& w, const int32_t* acc, int M, int32
 void epilogue_f32(const PackedLinear& w, const int32_t* acc, int M, float x_scale,
                   const float* bias, float* out);
 
+// epilogue_f32 for one activation row (acc and out point at that row) and weight rows
+// [n0, n1) only — the same arithmetic, so a caller splitting rows gets identical results.
+void epilogue_f32_rows(const PackedLinear& w, const int32_t* acc, int n0, int n1, float x_scale,
+                       const float* bias, float* out);
+
 // TFLite/gemmlowp per-channel requantization of a single-group accumulator:
 // out = clamp(MultiplyByQuantizedMultiplier(acc + bias[n], mult[n], shift[n]) + out_zp).
 // shift > 0 is a left shift; acc + bias wraps modulo 2^32 like an int32 add in TFLite.

@@ -237,19 +237,6 @@ void qgemm_run(const OpContext& ctx, const QGemm& g, const int8_t* x, int64_t x_
   parallel_for(ctx.pool, tasks, qgemm_task, &job);
 }
 
-void epilogue_rows_f32(const PackedLinear& w, const int32_t* acc, int n0, int n1, float x_scale,
-                       const float* bias, float* out) {
-  for (int n = n0; n < n1; ++n) {
-    const float* sc = w.scales + static_cast<size_t>(n) * w.ngroups;
-    const int32_t* a = acc + static_cast<size_t>(n) * w.ngroups;
-    float y = 0.0f;
-    for (int g = 0; g < w.ngroups; ++g) y += sc[g] * static_cast<float>(a[g]);
-    y *= x_scale;
-    if (bias) y += bias[n];
-    out[n] = y;
-  }
-}
-
 Status check_qparams(const OpSignature& sig, const char* op, int mode_at, int scale_at) {
   Status st = check_range(op, "act_mode", sig.ints[mode_at], 0, 1);
   if (!st.ok()) return st;

@@ -144,12 +144,6 @@ QGemm carve_qgemm(Carver& c, const PackedLinear& w, const kernels::LinearVariant
 void qgemm_run(const OpContext& ctx, const QGemm& g, const int8_t* x, int64_t x_stride, int M,
                int32_t x_zp, int32_t* acc, int segments, int seg_rows);
 
-// kernels::epilogue_f32 for one activation row and weight rows [n0, n1) only, with the same
-// float32 arithmetic in the same order (for grids that change within a row: grouped dynamic
-// convs). acc and out point at the row's start.
-void epilogue_rows_f32(const PackedLinear& w, const int32_t* acc, int n0, int n1, float x_scale,
-                       const float* bias, float* out);
-
 // Shared infer checks of the q-ops: packed W (N, K) at input `wi`, optional f32 bias (N) at
 // `bi`, act_mode/x_zp at ints[mode_at], ints[mode_at+1], x_scale at floats[scale_at].
 Status check_qparams(const OpSignature& sig, const char* op, int mode_at, int scale_at);

@@ -329,7 +329,7 @@ Status eval_common(const OpContext& ctx, bool transposed) {
     const size_t row = static_cast<size_t>(w.N) * w.ngroups;
     for (int m = 0; m < M; ++m)
       for (int64_t grp = 0; grp < ge.G; ++grp)
-        epilogue_rows_f32(w, l.acc + m * row, static_cast<int>(grp * ge.Og), static_cast<int>((grp + 1) * ge.Og),
+        kernels::epilogue_f32_rows(w, l.acc + m * row, static_cast<int>(grp * ge.Og), static_cast<int>((grp + 1) * ge.Og),
                           l.row_scale[grp * ge.Tout + m], bias, l.stage + static_cast<size_t>(m) * w.N);
   }
   float* y = ctx.outputs[0]->f();
