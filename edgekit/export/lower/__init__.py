@@ -74,15 +74,15 @@ def lower_graph(model: nn.Module, spec: GraphSpec, tensors: dict, rows: list) ->
                 raise EdgekitError(f"{spec.name}: state keys out {sorted(v)} != in {states}")
             for key in states:
                 nxt = _publish(b, v[key], f"{spec.name}/{spec.state_prefix}{key}.next",
-                               "activation", pairs)
+                               "activation")
                 pairs.append((spec.state_prefix + key, nxt.name))
         else:
-            outputs.append(_publish(b, v, spec.output_names[i], "output", pairs).name)
+            outputs.append(_publish(b, v, spec.output_names[i], "output").name)
     graph_inputs = [t.name for t in inputs if b.tensors[t.name].kind == "input"]
     return ir.Graph(spec.name, b.ops, graph_inputs, outputs, pairs)
 
 
-def _publish(b: Builder, v, name: str, kind: str, pairs) -> Val:
+def _publish(b: Builder, v, name: str, kind: str) -> Val:
     """Name `v` as a graph output / next state, copying when it cannot be renamed in place
     (a constant, an input or state, or a value already published)."""
     if isinstance(v, Const) or not isinstance(v, Val):
@@ -90,12 +90,11 @@ def _publish(b: Builder, v, name: str, kind: str, pairs) -> Val:
     if v.name in b.renamed:   # already published under another name: copy that
         v = Val(b.renamed[v.name], v.shape, v.dtype)
     t = b.tensors[v.name]
-    published = b.__dict__.setdefault("published", set())
-    if t.kind == "activation" and v.name not in published and any(
+    if t.kind == "activation" and v.name not in b.published and any(
             v.name in op.outputs for op in b.ops):
         out = b.rename(v.name, name, kind)
     else:
         out = b.tensor(name, v.shape, v.dtype, kind)
         b.ops.append(ir.Op("copy", b.path, [v.name], [name]))
-    published.add(name)
+    b.published.add(name)
     return out

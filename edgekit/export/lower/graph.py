@@ -62,6 +62,7 @@ class Builder:
         self.layers = layers          # per-layer report rows, shared by the graphs
         self.path = ""                # module path of the node being lowered
         self.renamed: dict[str, str] = {}   # activation -> its public name (see `rename`)
+        self.published: set[str] = set()    # graph outputs and next-state names given out
         self._n = 0
 
     # -- tensors -------------------------------------------------------------------------
