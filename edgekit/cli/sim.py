@@ -48,8 +48,9 @@ def _fmt_bytes(n: float) -> str:
 
 def _summary(sim: dict) -> Table:
     st, res = sim["steady"], sim["residency"]
-    t = Table(title=f"SIMULATED {Path(sim['model']).name} on {sim['profile']} "
-                    f"({', '.join(sim['graphs'])})")
+    calls = {g: sim["graphs"].count(g) for g in dict.fromkeys(sim["graphs"])}
+    t = Table(title=f"SIMULATED {Path(sim['model']).name} on {sim['profile']} ("
+                    + ", ".join(g if n == 1 else f"{g} x{n}" for g, n in calls.items()) + ")")
     t.add_column("quantity")
     t.add_column("value", justify="right")
     rows = [("cycles / step (steady)", f"{st['cycles']:,}"),
@@ -80,8 +81,8 @@ _COMMON = [
     click.option("--device", "device", default="npu-int8", show_default=True,
                  help="Accelerator profile name or .yaml path."),
     click.option("--graph", default=None,
-                 help="Graph to simulate (default: META's streaming graph; 'all': every "
-                      "graph once per step)."),
+                 help="Graph calls per step: NAME, NAME*COUNT, comma lists, or 'all' "
+                      "(default: META's streaming graph)."),
     click.option("--residency", type=click.Choice(["profile", "on", "off"]),
                  default="profile", show_default=True,
                  help="Keep weights resident in SRAM across steps when they fit."),

@@ -12,14 +12,22 @@ BOUNDS = ("compute", "dram", "sram", "decoder", "host", "overhead")
 
 
 def graphs_for(model: Model, graph: str | None) -> list[str]:
-    """`graph` ("all" = every graph once per step), else META's streaming graph, else the
-    only graph."""
+    """The graph calls of one step: `graph` is "all" (every graph once), or a comma list of
+    NAME or NAME*COUNT (e.g. "encoder,joiner*10,predictor" for an RNN-T step whose encoder
+    emits 10 frames); None: META's streaming graph, else the only graph."""
     if graph == "all":
         return list(model.graphs)
     if graph is not None:
-        if graph not in model.graphs:
-            raise ValueError(f"no graph {graph!r}; graphs: {', '.join(model.graphs)} (or all)")
-        return [graph]
+        calls: list[str] = []
+        for item in graph.split(","):
+            name, _, count = item.strip().partition("*")
+            if name not in model.graphs:
+                raise ValueError(f"no graph {name!r}; graphs: {', '.join(model.graphs)} "
+                                 "(or all)")
+            if count and (not count.isdigit() or not 1 <= int(count) <= 10_000):
+                raise ValueError(f"graph call count must be 1..10000, got {item.strip()!r}")
+            calls += [name] * (int(count) if count else 1)
+        return calls
     g = (model.meta.get("streaming") or {}).get("graph")
     if g in model.graphs:
         return [g]
@@ -104,9 +112,9 @@ def simulate_file(path: str | Path, prof: dict, graph: str | None = None,
     if functional_steps > 0:
         from edgekit.sim import functional
 
-        checks = [functional.check(path, g, functional_steps, seed) for g in out["graphs"]]
+        names = list(dict.fromkeys(out["graphs"]))
+        checks = [functional.check(path, g, functional_steps, seed) for g in names]
         out["functional"] = {"ok": all(c["ok"] for c in checks),
-                             "how": "; ".join(f"{g}: {c['how']}"
-                                              for g, c in zip(out["graphs"], checks)),
-                             "graphs": dict(zip(out["graphs"], checks))}
+                             "how": "; ".join(f"{g}: {c['how']}" for g, c in zip(names, checks)),
+                             "graphs": dict(zip(names, checks))}
     return out

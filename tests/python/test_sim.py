@@ -185,3 +185,38 @@ def test_profile_files(tmp_path):
         profile.load(str(bad))
     with pytest.raises(ValueError, match="no graph 'x'"):
         simulate.graphs_for(_fc_model(1, _int8_dense()), "x")
+
+
+def test_graph_call_spec():
+    from edgekit.export import ekm
+
+    m = ekm_models.two_graph_model()
+    names = list(m.graphs)
+    assert simulate.graphs_for(m, f"{names[0]},{names[1]}*3") == [names[0]] + [names[1]] * 3
+    with pytest.raises(ValueError, match="call count"):
+        simulate.graphs_for(m, f"{names[0]}*0")
+    with pytest.raises(ValueError, match="several graphs"):
+        simulate.graphs_for(m, None)
+    assert ekm is not None
+
+
+def test_seed_claim_script(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from edgekit.export import ekm
+
+    spec = importlib.util.spec_from_file_location(
+        "sim_seed_claim", Path(__file__).resolve().parents[2] / "scripts" / "sim_seed_claim.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for variant in ("int8", "gq5"):
+        (tmp_path / f"conformer-{variant}").mkdir()
+        ekm.write(ekm_models.streaming_model(), tmp_path / f"conformer-{variant}" / "model.ekm")
+    assert mod.main([str(tmp_path), "--profile", "npu-int8", "--out",
+                     str(tmp_path / "rows.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| npu-int8 | conformer | int8 |" in out and "+0.00 %" in out
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert len(rows) == 2 and rows[0]["latency_us"] == rows[1]["latency_us"]
+    assert mod.main([str(tmp_path / "none")]) == 2
