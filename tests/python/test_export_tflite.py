@@ -224,6 +224,40 @@ def test_qlstm_keeps_state_as_graph_io_and_matches_reference(tmp_path):
             assert tflite.snr_db(want["y"], got[r]["y"]) > 30
 
 
+def test_stacked_lstms_each_get_their_own_loop(tmp_path):
+    # Regression: constants were shared across subgraphs by a key that could collide once a
+    # loop body's wrapper object was freed (LiteRT then saw out-of-range tensor indices).
+    rng = np.random.default_rng(8)
+    T, H = 3, 16
+    g = G()
+    g.add("x", "f32", (1, T, H), "input")
+    prev, states = "x", []
+    for i in range(4):
+        h, c = g.add(f"h{i}", "f32", (1, H), "state"), g.add(f"c{i}", "f32", (1, H), "state")
+        for n, s in ((f"y{i}", (1, T, H)), (f"hn{i}", (1, H)), (f"cn{i}", (1, H))):
+            g.add(n, "f32", s)
+        if i % 2:
+            wi = g.add(f"wi{i}", "f32", (4 * H, H), "const",
+                       0.2 * rng.standard_normal((4 * H, H)).astype(np.float32))
+            wh = g.add(f"wh{i}", "f32", (4 * H, H), "const",
+                       0.2 * rng.standard_normal((4 * H, H)).astype(np.float32))
+            g.op("lstm", [prev, h, c, wi, wh, None, None], [f"y{i}", f"hn{i}", f"cn{i}"])
+        else:
+            wi = g.add(f"wi{i}", "packed", (4 * H, H), "const", _packed(rng, 4 * H, H, 8))
+            wh = g.add(f"wh{i}", "packed", (4 * H, H), "const", _packed(rng, 4 * H, H, 8))
+            g.op("qlstm", [prev, h, c, wi, wh, None, None], [f"y{i}", f"hn{i}", f"cn{i}"],
+                 [0, 0, 0], [0.05, 1 / 127])
+        states += [(h, f"hn{i}"), (c, f"cn{i}")]
+        prev = f"y{i}"
+    m = g.model(["x"], [prev], states)
+    feeds = _feeds(m)
+    rep = tflite.export(m, tmp_path / "s.tflite", calib=feeds)
+    assert rep["graphs"]["step"]["float_ops"] == {"lstm": 2}
+    for want, got in _compare(m, tmp_path / "s.tflite", feeds):
+        for r in RESOLVERS:
+            assert tflite.snr_db(want[prev], got[r][prev]) > 20
+
+
 def test_float_ops_match_reference(tmp_path):
     rng = np.random.default_rng(0)
     f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731

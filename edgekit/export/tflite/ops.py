@@ -99,7 +99,7 @@ class Emitter:
         """An int32 constant (shapes, axes, indices); equal ones in a subgraph are shared,
         which keeps the many small layout constants from bloating the file."""
         a = np.asarray(values, np.int32)
-        key = (id(self.sg), a.shape, a.tobytes())
+        key = (self.sg.index, a.shape, a.tobytes())
         if key not in self._i32:
             self._i32[key] = self.sg.const(name, a, "i32")
         return self._i32[key]
