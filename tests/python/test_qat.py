@@ -237,3 +237,25 @@ def test_qat_model_exports_to_ekm_with_no_further_rounding():
     out = Interpreter(mir).step({mir.graphs["forward"].inputs[0]: x[None, :8].numpy()})
     got = next(iter(out.values()))
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()   # int8 activations only
+
+
+@pytest.mark.parametrize("method,recipe", [("s8bqat", "mixed"), ("gq", "int4")])
+def test_builtin_recipes_with_group_scales_end_exact(method, recipe):
+    """Per-row codebooks and scales per group of 64 (mixed), fixed uniform groups (int4)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 128, generator=g)
+    y = x @ (torch.randn(8, 128, generator=g) * 0.2).T
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(),
+                          nn.Linear(128, 8))
+    model, reg, cbs = prepare(method, model, recipe, steps=6)
+    _fit(model, x, y, 6, regularizer=reg, callbacks=cbs)
+    middle = model[2].q
+    assert middle.group_size == 64 and middle.scale.shape == (128, 2)
+    if method == "s8bqat":
+        assert middle.codebook.shape == (128, 16)          # one Lloyd-Max table per row
+    else:
+        assert np.array_equal(middle.codebook.numpy()[0], np.arange(16) - 8)
+    for i in (0, 2, 4):
+        m = model[i]
+        assert np.array_equal(weight_2d(m.base, m.base.weight), m.q.dequantize())
