@@ -133,6 +133,16 @@ def stored_bytes(model) -> int:
     return total
 
 
+def calibration(data, model) -> list:
+    """8 train utterances as model inputs (RNN-T's forward also takes the tokens)."""
+    from edgekit.data.dataset import SpeechDataset
+
+    ds = SpeechDataset(data, "train", limit=8)
+    if hasattr(model, "joiner"):
+        return [(ds[i]["feats"][None], ds[i]["tokens"][None]) for i in range(len(ds))]
+    return [ds[i]["feats"][None] for i in range(len(ds))]
+
+
 model_ft_state = [None]   # the last plain fp32 fine-tune, for the "ftptq" rows
 
 
@@ -147,7 +157,7 @@ def build_row(kind, recipe, opts, args, base_state, load):
     model.load_state_dict(base_state)
     info = {}
     if kind == "ptq":
-        calib = [SpeechDataset(args.data, "train", limit=8)[i]["feats"][None] for i in range(8)]
+        calib = calibration(args.data, model)
         return compress(model, recipe, calib=calib).eval(), info
     if kind == "fp32":
         return model.eval(), info
@@ -159,7 +169,7 @@ def build_row(kind, recipe, opts, args, base_state, load):
             torch.save(model_ft_state[0], buf)
             atomic_write_bytes(cache, buf.getvalue())
         model.load_state_dict(torch.load(cache, weights_only=True))
-        calib = [SpeechDataset(args.data, "train", limit=8)[i]["feats"][None] for i in range(8)]
+        calib = calibration(args.data, model)
         return compress(model, recipe, calib=calib).eval(), {"fine_tuned_steps": args.steps}
     reg, cbs = None, []
     if kind == "qat":
