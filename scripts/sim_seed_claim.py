@@ -11,7 +11,6 @@ latency per step, each with its change against int8, and GQ's on-device figures 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

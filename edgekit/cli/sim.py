@@ -179,7 +179,11 @@ def bench_simulated(models, device, out_dir, graph, chunk_ms, seed, quiet) -> No
     from edgekit.sim import result
 
     prof = _profile(device)
-    paths = [p for p in harness.find_models(list(models)) if p.suffix == ".ekm"]
+    found = harness.find_models(list(models))
+    paths = [p for p in found if p.suffix == ".ekm"]
+    for p in found:
+        if p.suffix != ".ekm":
+            click.echo(f"{p}: skipped (the simulator reads .ekm files)", err=True)
     if not paths:
         raise EdgekitError("the accelerator simulator reads .ekm files; none given")
     results = []

@@ -17,7 +17,7 @@ import math
 import struct
 from dataclasses import asdict, dataclass
 
-from edgekit.export.ir import OPS, Model, Op
+from edgekit.export.ir import Model, Op
 
 _HEADER = struct.Struct("<4sHBBIIIBBH5Q")
 _SHAPE_ONLY = {"reshape", "transpose", "concat", "slice", "pad", "copy", "cast", "gather"}
@@ -324,8 +324,3 @@ def graph_costs(model: Model, graphs: list[str], prof: dict,
                   "staging_bytes": staged,
                   "peak_sram_bytes": resident_bytes + peak_act + staged,
                   "peak_activation_bytes": peak_act}
-
-
-def is_quantized(op_type: str) -> bool:
-    """Whether an op runs the int8 x packed-weight path (format §2.6 **q** ops)."""
-    return OPS[op_type].quantized
