@@ -217,3 +217,26 @@ def test_seed_claim_script(tmp_path, capsys):
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert len(rows) == 2 and rows[0]["latency_us"] == rows[1]["latency_us"]
     assert mod.main([str(tmp_path / "none")]) == 2
+
+
+def _dw_model() -> ir.Model:
+    rng = np.random.default_rng(3)
+    t = {"x": ir.Tensor("x", "f32", (1, 32, 6), "input"),
+         "W": ir.Tensor("W", "packed", (32, 3), "const",
+                        ekm_models.packed(rng, 32, 3, 8, affine=True)),
+         "y": ir.Tensor("y", "f32", (1, 32, 4), "output")}
+    op = ir.Op("qconv1d", "dw", ["x", "W", None], ["y"], [1, 0, 0, 1, 32, 3, 0, 0], [0.1])
+    return ir.Model(t, {"step": ir.Graph("step", [op], ["x"], ["y"])}, {})
+
+
+def test_depthwise_utilisation_rules():
+    prof = _prof(accelerated_ops=["qconv1d"])
+    r = _one(_dw_model(), prof, False)
+    # 32 channels x 4 frames x 3 taps; channels on the 4 rows, taps on 8 cols (5 idle).
+    assert r.macs == 32 * 4 * 3
+    assert r.compute_cycles == 4 * (32 // 4) * 1
+    # Each row is padded to 64 codes (format §1.1): 32·64 + 256 + 32·4 stored bytes,
+    # while the array consumes only 32·3 decoded weights.
+    assert (r.weight_stored_bytes, r.weight_decoded_bytes) == (2048 + 256 + 128, 96)
+    prof["mac_array"]["depthwise"] = "as_grouped"
+    assert _one(_dw_model(), prof, False).compute_cycles == 32 * 4  # one lane busy per group
