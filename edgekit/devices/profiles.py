@@ -76,8 +76,9 @@ def names() -> list[str]:
     for folder in search_path():
         if folder.is_dir():
             # Accelerator profiles (kind: accelerator) belong to the simulator (docs/sim.md).
-            found.update(p.stem for p in folder.glob("*.yaml")
-                         if "kind: accelerator" not in p.read_text(encoding="utf-8"))
+            from edgekit.sim.profile import is_accelerator_file
+
+            found.update(p.stem for p in folder.glob("*.yaml") if not is_accelerator_file(p))
     return sorted(found)
 
 

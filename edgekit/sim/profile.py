@@ -84,8 +84,8 @@ def is_accelerator_file(path: Path) -> bool:
     `edgekit devices` uses it to leave accelerator profiles to the simulator."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, RecursionError):
-        return False
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False  # not ours to judge: the devices loader reports it
     return isinstance(data, dict) and data.get("kind") == "accelerator"
 
 

@@ -240,3 +240,14 @@ def test_depthwise_utilisation_rules():
     assert (r.weight_stored_bytes, r.weight_decoded_bytes) == (2048 + 256 + 128, 96)
     prof["mac_array"]["depthwise"] = "as_grouped"
     assert _one(_dw_model(), prof, False).compute_cycles == 32 * 4  # one lane busy per group
+
+
+def test_devices_leave_accelerator_profiles_to_sim(tmp_path, monkeypatch):
+    from edgekit import devices
+
+    (tmp_path / "mine.yaml").write_text("kind: accelerator\nname: mine\n")
+    (tmp_path / "broken.yaml").write_bytes(b"\xff\xfe not utf-8")
+    monkeypatch.setenv("EDGEKIT_DEVICE_PATH", str(tmp_path))
+    got = devices.names()
+    assert "npu-int8" not in got and "mine" not in got and "rpi4" in got
+    assert "broken" in got  # the devices loader, not the listing, reports a bad file
