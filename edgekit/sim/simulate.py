@@ -37,12 +37,10 @@ def graphs_for(model: Model, graph: str | None) -> list[str]:
 
 
 def chunk_ms(meta: dict) -> float | None:
-    """Audio per streaming step (10 ms feature frames; codec samples at 16 kHz)."""
-    st = meta.get("streaming") or {}
-    if not st.get("chunk"):
-        return None
-    src = (meta.get("source") or {}).get("model") or ""
-    return float(st["chunk"]) / 16.0 if src.startswith("nwc") else float(st["chunk"]) * 10.0
+    """Audio per streaming step, by the same rule as measured bench runs."""
+    from edgekit.bench.harness import chunk_ms_of
+
+    return chunk_ms_of(meta)
 
 
 def _totals(rows: list[cost.LayerCost], clock_mhz: float) -> dict:
