@@ -147,7 +147,9 @@ def compare_cmd(a, b, device, graph, residency, chunk_ms, top):
     sb = _simulate(_ekm(b), prof, graph, _RES[residency], chunk_ms, 0, 0)
     c = compare(sa, sb)
     out = Console(width=160)
-    t = Table(title=f"SIMULATED on {prof['name']}: {Path(a).name} -> {Path(b).name}")
+    # Exports are all called model.ekm: name them by path when the file names agree.
+    la, lb = (Path(a).name, Path(b).name) if Path(a).name != Path(b).name else (a, b)
+    t = Table(title=f"SIMULATED on {prof['name']}: A = {la}, B = {lb}")
     for col in ("quantity", "A", "B", "delta", "%"):
         t.add_column(col, justify="left" if col == "quantity" else "right")
     for k, v in c["totals"].items():
