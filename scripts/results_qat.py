@@ -54,6 +54,13 @@ def mixed(q4, q2, q1):
                {"match": "*", "bits": 4, "quantizer": q4})
 
 
+# RNN-T: the prediction network (LSTM + its joiner projection) at 1 bit, the rest at 4
+def rnnt_mixed(q4, q1):
+    return rec("rnnt-pred-1bit", rule_edges(),
+               {"match": ["predictor.*", "joiner.pred_proj"], "bits": 1, "quantizer": q1},
+               {"match": "*", "bits": 4, "quantizer": q4})
+
+
 def pruned(sp, name):
     """Linear layers (not the head) at int8 with `sp` sparsity; every other layer int8 dense."""
     return rec(name, {"match": "@last", "bits": 8},
@@ -87,6 +94,9 @@ ROWS = {
     "4-bit GQ": ("qat", sub8(4, "mulaw", "mu4"), {"method": "gq"}),
     "mixed 1/2/4-bit PTQ Lloyd-Max": ("ptq", mixed("lloyd_max", "lloyd_max", "binary"), {}),
     "mixed 1/2/4-bit GQ": ("qat", mixed("mulaw", "mulaw", "binary"), {"method": "gq"}),
+    "RNN-T fine-tuned fp32 + 4-bit, predictor 1-bit PTQ": (
+        "ftptq", rnnt_mixed("lloyd_max", "binary"), {}),
+    "RNN-T 4-bit, predictor 1-bit GQ": ("qat", rnnt_mixed("mulaw", "binary"), {"method": "gq"}),
     "int8 + 50% magnitude (one-shot)": ("ptq", pruned(HALF_MAG, "mag50"), {}),
     "int8 + 50% Wanda (one-shot)": ("ptq", pruned({"kind": "wanda", "amount": 0.5}, "w50"), {}),
     "int8 + 2:4 Wanda (one-shot)": (
