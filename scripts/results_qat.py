@@ -84,6 +84,7 @@ ROWS = {
     "4-bit PTQ Lloyd-Max": ("ptq", sub8(4, "lloyd_max", "lm4"), {}),
     "5-bit PTQ mu-law (GQ init)": ("ptq", sub8(5, "mulaw", "mu5"), {}),
     # PTQ of the fp32 fine-tuned model: the fair baseline for QAT, which also trains
+    "fine-tuned fp32 (the run behind the PTQ rows)": ("ftptq", None, {}),
     "fine-tuned fp32 + 5-bit PTQ Lloyd-Max": ("ftptq", sub8(5, "lloyd_max", "lm5"), {}),
     "fine-tuned fp32 + 4-bit PTQ Lloyd-Max": ("ftptq", sub8(4, "lloyd_max", "lm4"), {}),
     "fine-tuned fp32 + mixed 1/2/4-bit PTQ": (
@@ -179,6 +180,8 @@ def build_row(kind, recipe, opts, args, base_state, load):
             torch.save(model_ft_state[0], buf)
             atomic_write_bytes(cache, buf.getvalue())
         model.load_state_dict(torch.load(cache, weights_only=True))
+        if recipe is None:
+            return model.eval(), {"fine_tuned_steps": args.steps}
         calib = calibration(args.data, model)
         return compress(model, recipe, calib=calib).eval(), {"fine_tuned_steps": args.steps}
     reg, cbs = None, []
