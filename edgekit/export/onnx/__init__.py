@@ -68,9 +68,9 @@ class Emitter:
             self._cache[key] = make()
         return self._cache[key]
 
-    def weight(self, name: str, op: ir.Op, kn: bool) -> str:
-        """The float weight of packed tensor `name`: (K, N) if `kn`, else (N, K)."""
-        return self.cached(("w", name, kn), lambda: self._weight(name, op, kn))
+    def weight(self, name: str, op: ir.Op, kn: bool, shape: tuple | None = None) -> str:
+        """The float weight of packed tensor `name`: (K, N) if `kn`, else (N, K) or `shape`."""
+        return self.cached(("w", name, kn, shape), lambda: self._weight(name, op, kn, shape))
 
     def decoded(self, name: str) -> weights.Decoded:
         t = self.tensor(name)
@@ -81,10 +81,11 @@ class Emitter:
             raise ValueError(f"packed tensor {name!r}: buffer is {w.N}x{w.K}, declared {t.shape}")
         return w
 
-    def _weight(self, name, op, kn):
+    def _weight(self, name, op, kn, shape):
         # Weights live in the main graph even when a Scan body uses them: dequantized once
         # per call, not once per time step.
-        y, stored = weights.dequantized(self.outer, self.decoded(name), self.opset, kn, name)
+        y, stored = weights.dequantized(self.outer, self.decoded(name), self.opset, kn, name,
+                                        shape)
         self.record(op, name, stored)
         return y
 
@@ -149,6 +150,16 @@ def _graph_proto(model: ir.Model, graph: ir.Graph, opset: int, flavor: str, exac
     return g, e.layers, states
 
 
+def _meta_json(meta: dict) -> str:
+    """The META keys a runner needs; the per-layer table and recipe text stay in the EKM and
+    export.json (on a small model they would outweigh a 4-bit layer)."""
+    keep = {k: meta[k] for k in ("edgekit_version", "source", "streaming") if k in meta}
+    recipe = meta.get("recipe")
+    if isinstance(recipe, dict) and "name" in recipe:
+        keep["recipe"] = recipe["name"]
+    return json.dumps(keep, sort_keys=True, default=str)
+
+
 def _default_opset(model: ir.Model) -> int:
     """21 unless some packed weight has <= 2-bit codes (INT2/UINT2 need opset 25)."""
     for t in model.tensors.values():
@@ -199,8 +210,7 @@ def build(model: ir.Model, flavor: str = "qdq", opset: int | None = None,
         m.ir_version = min(MAX_IR_VERSION, helper.find_min_ir_version_for(imports[:1]))
         helper.set_model_props(m, {"edgekit.graph": name,
                                    "edgekit.states": json.dumps(st),
-                                   "edgekit.meta": json.dumps(model.meta, sort_keys=True,
-                                                              default=str)})
+                                   "edgekit.meta": _meta_json(model.meta)})
         if m.ByteSize() > _PROTO_LIMIT:
             raise ValueError(f"graph {name!r} is over 2 GiB: external data is not supported")
         try:

@@ -25,18 +25,23 @@ class Builder:
         self._consts: dict[tuple, str] = {}
         self._n = 0
 
-    def tmp(self, hint: str) -> str:
+    def tmp(self, hint: str = "") -> str:
         """A fresh tensor name that cannot clash with an IR name (IR names have no '#')."""
         self._n += 1
         return f"{self.prefix}{hint}#{self._n}"
 
     def node(self, op: str, inputs: list[str], outputs: list[str] | int = 1, hint: str = "",
              domain: str = "", **attrs) -> list[str]:
-        """Append a node; `outputs` is a list of names or a count of fresh names."""
+        """Append a node; `outputs` is a list of names or a count of fresh names.
+
+        Intermediate values and the nodes that only produce them get short names ("#12"):
+        on a small model long module paths on every edge cost more bytes than a 4-bit layer.
+        The node that produces an IR tensor is named after the IR op (its module path)."""
         if isinstance(outputs, int):
-            outputs = [self.tmp(f"{hint or op}") for _ in range(outputs)]
+            outputs = [self.tmp() for _ in range(outputs)]
         self._n += 1
-        name = f"{self.prefix}{hint or op}/{op}#{self._n}"
+        named = hint and any("#" not in o for o in outputs)
+        name = f"{self.prefix}{hint if named else ''}#{self._n}"
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain or None,
                                            **attrs))
         return outputs

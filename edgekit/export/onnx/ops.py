@@ -122,8 +122,7 @@ def qconv1d(e, op):
     xd = _qconv_input(e, op)
     k = op.ints[5]
     cout, kk = e.model.tensors[op.inputs[1]].shape
-    w2 = e.weight(op.inputs[1], op, kn=False)
-    w = e.b.one("Reshape", [w2, e.b.const([cout, kk // k, k], np.int64)], op.name)
+    w = e.weight(op.inputs[1], op, kn=False, shape=(cout, kk // k, k))
     _conv(e, op, "Conv", xd, w, op.ints)
 
 

@@ -132,17 +132,24 @@ def _scale_operand(b: Builder, scales: np.ndarray, kn: bool, hint: str) -> tuple
             scales.size * 4)
 
 
-def dequantized(b: Builder, w: Decoded, opset: int, kn: bool, hint: str) -> tuple[str, Stored]:
-    """Emit the float weight, (K, N) when `kn` else (N, K); returns its name and the report."""
+def dequantized(b: Builder, w: Decoded, opset: int, kn: bool, hint: str,
+                out_shape: tuple | None = None) -> tuple[str, Stored]:
+    """Emit the float weight, (K, N) when `kn` else (N, K) — or `out_shape` (same row-major
+    order, e.g. a conv's (Cout, Cin/g, k)) when given. Returns its name and the report."""
     prog = progression(w.tables)
     if prog is not None:
-        out = _uniform(b, w, prog, opset, kn, hint)
+        out = _uniform(b, w, prog, opset, kn, hint, out_shape)
         if out is not None:
             return out
-    return _gather(b, w, opset, kn, hint)
+    y, stored = _gather(b, w, opset, kn, hint)
+    return _reshaped(b, y, out_shape, hint), stored
 
 
-def _uniform(b, w: Decoded, prog, opset, kn, hint):
+def _reshaped(b: Builder, y: str, shape, hint: str) -> str:
+    return y if shape is None else b.one("Reshape", [y, b.const(list(shape), np.int64)], hint)
+
+
+def _uniform(b, w: Decoded, prog, opset, kn, hint, out_shape=None):
     d, z = prog
     cb = container(w.bits, opset)
     rows = np.zeros(w.N, np.int64) if w.tables.shape[0] == 1 else np.arange(w.N)
@@ -158,6 +165,9 @@ def _uniform(b, w: Decoded, prog, opset, kn, hint):
         q = np.where(w.mask, q, 0 if symmetric else zr[:, None])
     scales = w.scales * d[rows][:, None].astype(np.float32) if (d != 1).any() else w.scales
     shape = (w.K, w.N) if kn else (w.N, w.K)
+    per_channel_nd = out_shape is not None and not kn and w.ngroups == 1
+    if per_channel_nd:   # stored in the consumer's shape: no Reshape node (axis 0 = rows)
+        shape = tuple(out_shape)
     tq, nbytes = int_tensor(b.tmp(f"{hint}.q"), _layout(q, kn), elem, shape)
     qname = b.add_init(tq)
     sname, attrs, sbytes = _scale_operand(b, scales, kn, hint)
@@ -171,6 +181,8 @@ def _uniform(b, w: Decoded, prog, opset, kn, hint):
     if scales.shape[1] > 1:
         attrs["block_size"] = w.group_size
     y = b.one("DequantizeLinear", inputs, hint=hint, **attrs)
+    if not per_channel_nd:
+        y = _reshaped(b, y, out_shape, hint)
     kind = f"blocked({w.group_size})" if scales.shape[1] > 1 else "per-channel"
     widened = []
     if cb > w.bits:
