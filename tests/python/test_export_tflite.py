@@ -389,6 +389,11 @@ def test_widths_widening_and_requantization_are_reported():
     p = weights.plan(grouped, "fc")  # one FC per K group: exact
     assert p.exact and p.report()["k_groups"] == 3
     np.testing.assert_array_equal(p.dequantized(), weights.dequantize(grouped))
+    six = _packed(rng, 8, 128, 6, group_size=64)
+    p = weights.plan(six, "fc")  # INT8: re-quantized per channel rather than split
+    assert (p.bits, p.exact, p.report()["k_groups"]) == (8, False, 1) and p.weight_snr_db > 35
+    p = weights.plan(six, "fc", lossless=True)
+    assert (p.bits, p.exact, p.report()["k_groups"]) == (8, True, 2)
     p = weights.plan(grouped, "fc", split_groups=False)
     assert not p.exact and p.weight_snr_db > 10 and p.report()["k_groups"] == 1
     p = weights.plan(grouped, "conv")  # a conv's K mixes channels and taps: re-quantized

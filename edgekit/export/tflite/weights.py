@@ -128,6 +128,10 @@ def plan(data: bytes, kind: str, *, lossless: bool = False, min_bits: int | None
         # K columns, the partial outputs summed (convs have no such split: their K mixes
         # channels and taps).
         for w in [x for x in widths if x >= want] if lossless else [want]:
+            if G > 1 and w == 8 and not lossless:
+                # At INT8 a per-channel re-quantization is nearly lossless (~40 dB and up)
+                # while each split group costs 12 bytes per row: do not split.
+                break
             parts = []
             for j in range(G):
                 cols = slice(j * gs, (j + 1) * gs) if G > 1 else slice(None)
