@@ -95,9 +95,9 @@ ROWS = {
     "4-bit GQ": ("qat", sub8(4, "mulaw", "mu4"), {"method": "gq"}),
     "mixed 1/2/4-bit PTQ Lloyd-Max": ("ptq", mixed("lloyd_max", "lloyd_max", "binary"), {}),
     "mixed 1/2/4-bit GQ": ("qat", mixed("mulaw", "mulaw", "binary"), {"method": "gq"}),
-    "RNN-T fine-tuned fp32 + 4-bit, predictor 1-bit PTQ": (
+    "RNN-T fine-tuned fp32 + 4-bit with 1-bit predictor PTQ": (
         "ftptq", rnnt_mixed("lloyd_max", "binary"), {}),
-    "RNN-T 4-bit, predictor 1-bit GQ": ("qat", rnnt_mixed("mulaw", "binary"), {"method": "gq"}),
+    "RNN-T 4-bit with 1-bit predictor GQ": ("qat", rnnt_mixed("mulaw", "binary"), {"method": "gq"}),
     "int8 + 50% magnitude (one-shot)": ("ptq", pruned(HALF_MAG, "mag50"), {}),
     "int8 + 50% Wanda (one-shot)": ("ptq", pruned({"kind": "wanda", "amount": 0.5}, "w50"), {}),
     "int8 + 2:4 Wanda (one-shot)": (
