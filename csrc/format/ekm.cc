@@ -346,6 +346,8 @@ class Reader {
       if (avail[s]) return Status::Invalid(where + ": state '" + T[s].name + "' listed twice");
       avail[s] = 2;
     }
+    std::vector<uint8_t> is_output(T.size(), 0);
+    for (int32_t t : g.outputs) is_output[t] = 1;
     for (int32_t i = g.op_first; i < g.op_first + g.op_count; ++i) {
       const Op& op = f_->ops[i];
       for (int32_t t : op.inputs) {
@@ -355,6 +357,10 @@ class Reader {
       }
       for (int32_t t : op.outputs) {
         if (avail[t]) return Status::Invalid(where + ": '" + T[t].name + "' is written twice (op " + str(i) + ", " + op.name + ")");
+        // Only this graph's outputs get output buffers when it runs.
+        if (T[t].kind == kOutput && !is_output[t])
+          return Status::Invalid(where + ": op " + str(i) + " (" + op.name + ") writes '" + T[t].name +
+                                 "', a graph output that is not an output of this graph");
         avail[t] = 3;
       }
     }

@@ -7,13 +7,17 @@
 //   ek-fuzz-ekm [-max_total_time=S] [-runs=N] [-seed=N] SEED_FILE_OR_DIR...
 //
 // Flags mirror libFuzzer's names so scripts work with either build. On a sanitizer report
-// the current input is written to ./crash-input.ekm first.
+// the current input is written to ./crash-input.ekm first (run with
+// UBSAN_OPTIONS=abort_on_error=1 so that UBSan reports reach the handler).
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sanitizer/common_interface_defs.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -29,12 +33,22 @@ namespace {
 
 std::vector<uint8_t> g_current;
 
+// Called on a sanitizer report (ASan's death callback) or a fatal signal (UBSan aborts with
+// abort_on_error=1): only async-signal-safe calls.
 void dump_current() {
-  FILE* f = std::fopen("crash-input.ekm", "wb");
-  if (!f) return;
-  std::fwrite(g_current.data(), 1, g_current.size(), f);
-  std::fclose(f);
-  std::fprintf(stderr, "ek-fuzz-ekm: input written to crash-input.ekm (%zu bytes)\n", g_current.size());
+  int fd = open("crash-input.ekm", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return;
+  ssize_t ignored = write(fd, g_current.data(), g_current.size());
+  close(fd);
+  const char msg[] = "ek-fuzz-ekm: input written to crash-input.ekm\n";
+  ignored = write(2, msg, sizeof msg - 1);
+  (void)ignored;
+}
+
+void on_signal(int sig) {
+  dump_current();
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
 }
 
 void add_seed(const std::string& path, std::vector<std::vector<uint8_t>>* seeds) {
@@ -116,6 +130,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   __sanitizer_set_death_callback(dump_current);
+  for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE}) std::signal(sig, on_signal);
   std::mt19937_64 rng(seed);
   auto t0 = std::chrono::steady_clock::now();
   long long n = 0;

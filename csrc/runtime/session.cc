@@ -211,6 +211,13 @@ Status Session::Impl::bind(const SessionOptions& opts) {
   for (auto& b : io)
     if (b->p == nullptr) return Status::Invalid("cannot allocate session buffers");
 
+  // Every operand must be bound by now (the reader guarantees it; never run on a null buffer).
+  for (const OpRun& r : ops)
+    for (const auto* list : {&r.op->inputs, &r.op->outputs})
+      for (int32_t t : *list)
+        if (t >= 0 && refs[t].data == nullptr)
+          return Status::Invalid("internal error: tensor '" + f.tensors[t].name + "' of op " + r.op->name + " has no buffer");
+
   for (int i = 0; i < n; ++i) {
     OpRun& r = ops[i];
     std::vector<const TensorRef*> consts;

@@ -5,6 +5,7 @@ reader's own test runner (ek-test-ekm); and the fuzz target, run briefly (marked
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import shutil
 import struct
@@ -155,8 +156,29 @@ def test_fuzz_reader_briefly(tmp_path):
     (seeds / "two.ekm").write_bytes(ekm.to_bytes(ekm_models.two_graph_model()))
     for i, (_, data) in enumerate(CASES[::5]):
         (seeds / f"c{i}.ekm").write_bytes(data)
+    env = {**os.environ, "UBSAN_OPTIONS": "abort_on_error=1:print_stacktrace=1",
+           "ASAN_OPTIONS": "abort_on_error=1"}
     r = subprocess.run([str(binary), "-max_total_time=30", "-seed=1", str(seeds)], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+                       capture_output=True, text=True, timeout=300, env=env)
+    crash = tmp_path / "crash-input.ekm"
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:] + (f"\ninput kept: {crash}" if crash.exists() else "")
     m = re.search(r"ek-fuzz-ekm: (\d+) inputs in [\d.]+ s from (\d+) seeds, no crash", r.stdout)
     assert m and int(m.group(1)) > 1000, r.stdout
+
+
+def test_op_writing_an_output_of_no_graph_is_rejected():
+    """Found by the fuzz target: an op writing a kind-output tensor that its graph does not
+    list as an output had no buffer to write to (a null store); the reader now rejects it."""
+    from edgekit.export import ir
+    from edgekit.export.ekm import layout as L
+
+    t = {"x": ir.Tensor("x", "f32", (1, 4), "input"), "y": ir.Tensor("y", "f32", (1, 4), "output"),
+         "h": ir.Tensor("h", "f32", (1, 4), "activation")}
+    g = ir.Graph("g", [ir.Op("relu", "a", ["x"], ["h"]), ir.Op("relu", "b", ["x"], ["y"])], ["x"], ["y"])
+    b = bytearray(ekm.to_bytes(ir.Model(t, {"g": g}, {})))
+    off = ekm_corrupt.locate(bytes(b))[L.TENSORS][0]
+    index = list(ekm.from_bytes(bytes(b)).tensors).index("h")
+    assert b[off + 64 * index + 5] == 4
+    b[off + 64 * index + 5] = 3  # 'h' becomes a graph output that no graph lists
+    with pytest.raises(RuntimeModelError, match="writes 'h', a graph output that is not an output of this graph"):
+        load(fixed(b))
