@@ -157,12 +157,24 @@ def test_eval_cli_user_errors(corpus, tmp_path):
     assert res.exit_code == 2
 
 
+@pytest.fixture(scope="module")
+def unseen(tmp_path_factory):
+    """Ten fresh test-split utterances (unseen voices, texts drawn anew)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng missing")
+    from edgekit.data import synth
+
+    root = tmp_path_factory.mktemp("unseen")
+    synth.synthesize([u for u in synth.plan_small(10, seed=1) if u.split == "test"], root)
+    return root
+
+
 @pytest.mark.parametrize("name", ["conformer", "rnnt"])
-def test_shipped_checkpoint_recognises_speech(corpus, name):
+def test_shipped_checkpoint_recognises_speech(unseen, name):
     info = models.pretrained_info(name)
     if info is None:
         pytest.skip(f"no trained {name} checkpoint ships")
     assert info["test"]["greedy"]["wer"] < 0.5  # what the sidecar claims is useful...
-    acc = evaluate(name, corpus, split="train")["accuracy"]  # ...and it holds on fresh audio
-    assert acc["model"]["weights"] == "trained"
-    assert acc["cer"] < 0.35, acc
+    acc = evaluate(name, unseen)["accuracy"]  # ...and holds on fresh audio (random: CER ~1)
+    assert acc["model"]["weights"] == "trained" and acc["utterances"] == 10
+    assert acc["cer"] < 0.45 and acc["wer"] < 0.6, acc
