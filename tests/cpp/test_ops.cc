@@ -416,6 +416,18 @@ void quantize_rule(Tally& t) {
       if (runtime::ops::quantize_one(NAN, inv, static_cast<float>(zp)) != -128)
         return t.fail("quantize_one(NaN) must be -128");
     }
+  // quantize_static is the vectorized loop the q-ops run: the same codes as quantize_one on
+  // every value above (odd length and a NaN, so the vector body and the scalar tail both run)
+  std::vector<float> ys = xs;
+  ys.push_back(NAN);
+  std::vector<int8_t> q(ys.size());
+  for (int32_t zp : {-128, -3, 0, 5, 127})
+    for (float scale : {1.0f, 2.0f, 0.0173f}) {
+      runtime::ops::quantize_static(ys.data(), static_cast<int64_t>(ys.size()), scale, zp, q.data());
+      for (size_t i = 0; i < ys.size(); ++i)
+        if (q[i] != runtime::ops::quantize_one(ys[i], 1.0f / scale, static_cast<float>(zp)))
+          return t.fail("quantize_static differs from quantize_one at x = " + std::to_string(ys[i]));
+    }
   t.pass();
 }
 

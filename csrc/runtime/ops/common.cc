@@ -148,10 +148,18 @@ Broadcaster::Broadcaster(const TensorInfo& out, const TensorInfo* const* ins, in
   }
 }
 
+// See quantize_one: the pragma makes this loop vectorize (4-16 lanes) with identical codes.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
 void quantize_static(const float* x, int64_t n, float x_scale, int32_t x_zp, int8_t* q) {
   const float inv = 1.0f / x_scale, zp = static_cast<float>(x_zp);
   for (int64_t i = 0; i < n; ++i) q[i] = quantize_one(x[i], inv, zp);
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
 
 float dynamic_scale(float absmax) {
   // NaN/inf rows get scale 1 as well: their codes saturate, no division by a NaN scale.

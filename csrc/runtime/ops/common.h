@@ -88,6 +88,14 @@ struct Broadcaster {
 // [-128, 127], and NaN goes to -128), so nearbyint can be (v + 1.5·2^23) - 1.5·2^23: exact
 // round-half-even for |v| < 2^22, and a plain vectorizable add instead of a libm call.
 // (Needs the build's -fno-fast-math so the two adds are not folded.)
+// no-trapping-math (here and around quantize_static's loop) only lets GCC if-convert the
+// clamps into vector compare+select: under the default -ftrapping-math a float compare "may
+// trap", so the loop stays scalar with branches. It changes no value (no reassociation, no
+// contraction); the exhaustive tie test in test_ops checks the vector path bit for bit.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
 inline int8_t quantize_one(float x, float inv_scale, float zp) {
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
   float v = x * inv_scale;
@@ -98,6 +106,9 @@ inline int8_t quantize_one(float x, float inv_scale, float zp) {
   r = r <= 127.0f ? r : 127.0f;
   return static_cast<int8_t>(r);
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
 void quantize_static(const float* x, int64_t n, float x_scale, int32_t x_zp, int8_t* q);
 // Dynamic grid: max|x| / 127 (1 when the row is all zero), zero point 0.
 float dynamic_scale(float absmax);
