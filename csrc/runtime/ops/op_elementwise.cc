@@ -189,14 +189,40 @@ Status unary_loop(const OpContext& ctx, F f) {
   Status eval_##NAME(const OpContext& c) { return unary_loop(c, [](float x) { return EXPR; }); }
 
 EK_UNARY(relu, x > 0.0f ? x : (x == x ? 0.0f : x))  // NaN stays NaN, like torch
-EK_UNARY(silu, x * sigmoidf(x))
-EK_UNARY(sigmoid, sigmoidf(x))
 EK_UNARY(tanh, std::tanh(x))
 EK_UNARY(exp, std::exp(x))
 EK_UNARY(log, std::log(x))
 EK_UNARY(sqrt, std::sqrt(x))
 #undef EK_UNARY
 
+// sigmoid-based ops in two passes over the output: first e = exp(-b) (a libm call per
+// element, which blocks vectorizing the loop it sits in), then the rest of sigmoidf's
+// arithmetic, 1 / (1 + e), times `a`, in a loop of plain float ops the compiler vectorizes.
+// Every value is computed exactly as `a * sigmoidf(b)` (same operations, same order).
+// kMul false: y = sigmoid(b). `y` never aliases `a` or `b` (the planner keeps an op's output
+// apart from its inputs).
+template <bool kMul>
+void sigmoid_rows(const float* a, const float* b, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::exp(-b[i]);
+  if (kMul) {
+    for (int64_t i = 0; i < n; ++i) y[i] = a[i] * (1.0f / (1.0f + y[i]));
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + y[i]);
+  }
+}
+
+Status infer_silu(const OpSignature& s, std::vector<TensorInfo>* o) { return infer_unary_impl(s, o, "silu", 0); }
+Status eval_silu(const OpContext& c) {
+  sigmoid_rows<true>(c.inputs[0]->cf(), c.inputs[0]->cf(), c.outputs[0]->f(), c.inputs[0]->info.numel());
+  return Status::Ok();
+}
+Status infer_sigmoid(const OpSignature& s, std::vector<TensorInfo>* o) {
+  return infer_unary_impl(s, o, "sigmoid", 0);
+}
+Status eval_sigmoid(const OpContext& c) {
+  sigmoid_rows<false>(nullptr, c.inputs[0]->cf(), c.outputs[0]->f(), c.inputs[0]->info.numel());
+  return Status::Ok();
+}
 // neg and abs also take i32/i64 (§2.7); MIN wraps to MIN like numpy.
 Status infer_neg_abs(const OpSignature& sig, std::vector<TensorInfo>* outs, const char* op) {
   Status st = check_counts(sig, op, 1, 1, 0, 0);
@@ -279,7 +305,7 @@ Status eval_glu(const OpContext& ctx) {
   for (int64_t o = 0; o < outer; ++o) {
     const float *a = x + o * 2 * half, *b = a + half;
     float* yr = y + o * half;
-    for (int64_t i = 0; i < half; ++i) yr[i] = a[i] * sigmoidf(b[i]);
+    sigmoid_rows<true>(a, b, yr, half);
   }
   return Status::Ok();
 }
