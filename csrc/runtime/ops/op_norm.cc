@@ -26,6 +26,22 @@ Status infer_layer_norm(const OpSignature& sig, std::vector<TensorInfo>* outs) {
 
 // torch's order: mean, biased variance of (x - mean), rstd = 1/sqrt(var + eps),
 // y = (x - mean) * rstd * gamma + beta.
+// sum of x[i] (sq false) or of (x[i] - mean)^2 in double (sq true), in four partial sums.
+double sum4(const float* x, int64_t n, float mean, bool sq) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t i = 0;
+  if (sq) {
+    for (; i + 4 <= n; i += 4)
+      for (int j = 0; j < 4; ++j) s[j] += double(x[i + j] - mean) * double(x[i + j] - mean);
+  } else {
+    for (; i + 4 <= n; i += 4)
+      for (int j = 0; j < 4; ++j) s[j] += x[i + j];
+  }
+  double r = (s[0] + s[1]) + (s[2] + s[3]);
+  for (; i < n; ++i) r += sq ? double(x[i] - mean) * double(x[i] - mean) : double(x[i]);
+  return r;
+}
+
 Status eval_layer_norm(const OpContext& ctx) {
   const TensorInfo& xi = ctx.inputs[0]->info;
   const int64_t D = xi.dims[xi.rank - 1], rows = xi.numel() / D;
@@ -37,17 +53,20 @@ Status eval_layer_norm(const OpContext& ctx) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * D;
     float* yr = y + r * D;
-    double sum = 0.0;  // double: rows of thousands of values keep float32-exact means
-    for (int64_t i = 0; i < D; ++i) sum += xr[i];
-    const float mean = static_cast<float>(sum / D);
-    double sq = 0.0;
-    for (int64_t i = 0; i < D; ++i) sq += double(xr[i] - mean) * double(xr[i] - mean);
-    const float rstd = 1.0f / std::sqrt(static_cast<float>(sq / D) + eps);
-    for (int64_t i = 0; i < D; ++i) {
-      float v = (xr[i] - mean) * rstd;
-      if (gamma) v *= gamma[i];
-      if (beta) v += beta[i];
-      yr[i] = v;
+    // double: rows of thousands of values keep float32-exact means. Four partial sums break
+    // the add-latency chain (and let the compiler pair them in vector registers); a double
+    // sum of float32 values is exact or off by a double ulp, so the float mean is unchanged.
+    const float mean = static_cast<float>(sum4(xr, D, 0.0f, false) / D);
+    const float rstd = 1.0f / std::sqrt(static_cast<float>(sum4(xr, D, mean, true) / D) + eps);
+    if (gamma && beta) {
+      for (int64_t i = 0; i < D; ++i) yr[i] = (xr[i] - mean) * rstd * gamma[i] + beta[i];
+    } else {
+      for (int64_t i = 0; i < D; ++i) {
+        float v = (xr[i] - mean) * rstd;
+        if (gamma) v *= gamma[i];
+        if (beta) v += beta[i];
+        yr[i] = v;
+      }
     }
   }
   return Status::Ok();
