@@ -99,6 +99,9 @@ class OrtRunner:
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
+        # Level 4 (the default) fuses DequantizeLinear+MatMul into MatMulNBits with int8
+        # activations re-quantized per block: a different model. Parity measures the file.
+        opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
         self.s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         g = model.graphs[graph]
         self.outputs = list(g.outputs)
