@@ -83,14 +83,13 @@ def test_rnnt_graphs():
                                               ("pred.c", "predictor/pred.c.next")]
 
 
-# Issue 4 item 6: int8 >= 40 dB, 4-bit/mixed >= 30 dB vs the compressed model. The Conformer
-# family sits below that at int8: one ulp of float difference (LayerNorm, softmax) can move a
-# value across an int8 rounding boundary, and the flip cascades through the layers
-# (docs/export.md, "Parity and what limits it"; measured 35-38 dB for the Conformer, 40-135 dB
-# for the Conmer), so they get 30 / 35 dB; everything else is held to the issue's numbers.
+# Issue 4 item 6: int8 >= 40 dB, 4-bit/mixed >= 30 dB vs the compressed model. A code flip
+# (a value a few ulps from an int8 rounding boundary) is a chance event that cascades; the
+# dominant cause is the compressed model's float32 GEMM on dequantized operands against the
+# exact int32 accumulation of the q-ops (scripts/parity_probe.py; docs/export.md, "Parity and
+# what limits it"). The trained tiny Conformer measures 76-139 dB here; the random-init Conmer
+# hits a flip in some configurations (39.6-40.4 dB at --calib 8), so it keeps 35 dB at int8.
 def _threshold(name: str, recipe: str) -> float:
-    if name == "conformer":
-        return 30.0
     if recipe in ("int8", "wanda-2of4", "2:4"):
         return 35.0 if name == "conmer" else 40.0
     return 30.0
