@@ -455,6 +455,8 @@ void check_qops(Tally& t, const std::vector<VariantEntry>& variants) {
       {false, 6, 9, 6, 8, 1, 7, 0, 1, 6, 3, 0, 0, 2, Sparsity::kNM},         // 2:4 depthwise
       {false, 4, 10, 4, 33, 1, 16, 16, 1, 2, 8, 0, 0, 1, Sparsity::kDense},  // Cg*k = 66 > 64
       {false, 4, 6, 2, 16, 1, 8, 7, 1, 2, 2, 0, 0, 0, Sparsity::kBitmap},    // Cg*k = 64 exactly
+      {false, 12, 130, 10, 1, 1, 0, 0, 1, 1, 8, 0, 0, -4, Sparsity::kDense},  // pointwise, T > a tile
+      {false, 8, 70, 6, 1, 2, 1, 2, 1, 2, 4, 0, 0, 7, Sparsity::kBitmap},    // pointwise grouped strided padded
       {true, 4, 7, 6, 4, 2, 1, 1, 1, 1, 8, 0, 0, -7, Sparsity::kDense},
       {true, 4, 5, 6, 3, 3, 0, 2, 2, 2, 4, 0, 0, 11, Sparsity::kBitmap},
       {true, 3, 6, 3, 4, 2, 1, 0, 1, 3, 8, 0, 0, 0, Sparsity::kDense},       // depthwise upsampler

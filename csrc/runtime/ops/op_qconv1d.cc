@@ -157,16 +157,37 @@ void im2col_conv_codes(const Geometry& g, const int8_t* xq, int8_t zp_code, int8
           continue;
         }
         const int8_t* src = xq + (grp * g.Cg + ci) * g.T + base + lo * g.dil;  // tap lo
-        std::memset(row, zp_code, static_cast<size_t>(lo));
+        // Interior rows (most of a long input) need no padding: skipping the empty memsets
+        // saves two library calls per (position, channel).
+        if (lo > 0) std::memset(row, zp_code, static_cast<size_t>(lo));
         if (g.dil == 1) {
           std::memcpy(row + lo, src, static_cast<size_t>(hi - lo));
         } else {
           for (int64_t tap = lo; tap < hi; ++tap) row[tap] = src[(tap - lo) * g.dil];
         }
-        std::memset(row + hi, zp_code, static_cast<size_t>(g.k - hi));
+        if (hi < g.k) std::memset(row + hi, zp_code, static_cast<size_t>(g.k - hi));
       }
     }
   }
+}
+
+// k == 1 (pointwise convs): each im2col row is one code per channel, so the general path
+// made one 1-byte memcpy per (position, channel). This is a byte transpose of the codes
+// instead, in tiles of 64 positions so the rows being filled stay in L1.
+void im2col_pointwise(const Geometry& g, const int8_t* xq, int8_t zp_code, int8_t* col) {
+  constexpr int64_t kTile = 64;
+  for (int64_t grp = 0; grp < g.G; ++grp)
+    for (int64_t m0 = 0; m0 < g.Tout; m0 += kTile) {
+      const int64_t m1 = std::min(g.Tout, m0 + kTile);
+      int8_t* rows = col + (grp * g.Tout) * g.Cg;
+      for (int64_t ci = 0; ci < g.Cg; ++ci) {
+        const int8_t* xr = xq + (grp * g.Cg + ci) * g.T;
+        for (int64_t m = m0; m < m1; ++m) {
+          const int64_t t = m * g.stride - g.pad;
+          rows[m * g.Cg + ci] = t >= 0 && t < g.T ? xr[t] : zp_code;
+        }
+      }
+    }
 }
 
 // Depthwise-like convs (one weight row per group, Cg·k <= 64): through the kernel these are
@@ -272,6 +293,21 @@ void row_task(void* p, int i) {
   }
 }
 
+// y (cols, rows) = x (rows, cols) transposed, in 16x16 tiles: the plain loop's stores (or
+// loads) stride a whole row each, which for the codec's long outputs (Tout in the thousands)
+// touched a new cache line per element and made this copy the op's largest cost.
+void transpose_blocked(const float* x, int64_t rows, int64_t cols, float* y) {
+  constexpr int64_t kTile = 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    const int64_t r1 = std::min(rows, r0 + kTile);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t c1 = std::min(cols, c0 + kTile);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) y[c * rows + r] = x[r * cols + c];
+    }
+  }
+}
+
 Status eval_common(const OpContext& ctx, bool transposed) {
   const auto& w = *static_cast<const PackedLinear*>(ctx.inputs[1]->prepared);
   const TensorRef& x = *ctx.inputs[0];
@@ -284,8 +320,11 @@ Status eval_common(const OpContext& ctx, bool transposed) {
   const Layout l = layout(ctx.scratch, ge, w, ctx.linear, ctx.threads);
   const float* xf = x.cf();
   const bool dynamic = ctx.ints[6] == 1;
-  for (int64_t m = 0; m < ge.Tout; ++m)
-    for (int64_t tap = 0; tap < ge.k; ++tap) l.src[m * ge.k + tap] = static_cast<int32_t>(ge.src(m, tap));
+  // The source table serves only the generic im2col paths (transposed, dynamic); the static
+  // conv paths compute their ranges directly, so streaming steps skip this Tout·k loop.
+  if (transposed || dynamic)
+    for (int64_t m = 0; m < ge.Tout; ++m)
+      for (int64_t tap = 0; tap < ge.k; ++tap) l.src[m * ge.k + tap] = static_cast<int32_t>(ge.src(m, tap));
   const int32_t zp = dynamic ? 0 : static_cast<int32_t>(ctx.ints[7]);
   const bool rows = ctx.state != nullptr;  // the depthwise path (prepare decided)
   if (!dynamic) {
@@ -294,6 +333,7 @@ Status eval_common(const OpContext& ctx, bool transposed) {
     const int8_t z = static_cast<int8_t>(zp);
     if (rows && !transposed) im2col_t_conv_codes(ge, l.xq, z, l.col);
     else if (rows) im2col_t(ge, l.src, z, l.col, code);
+    else if (!transposed && ge.k == 1) im2col_pointwise(ge, l.xq, z, l.col);
     else if (!transposed) im2col_conv_codes(ge, l.xq, z, l.col);
     else im2col(ge, l.src, z, l.col, code);
   } else {
@@ -332,9 +372,7 @@ Status eval_common(const OpContext& ctx, bool transposed) {
         kernels::epilogue_f32_rows(w, l.acc + m * row, static_cast<int>(grp * ge.Og), static_cast<int>((grp + 1) * ge.Og),
                           l.row_scale[grp * ge.Tout + m], bias, l.stage + static_cast<size_t>(m) * w.N);
   }
-  float* y = ctx.outputs[0]->f();
-  for (int64_t m = 0; m < ge.Tout; ++m)
-    for (int64_t n = 0; n < ge.Cout; ++n) y[n * ge.Tout + m] = l.stage[m * ge.Cout + n];
+  transpose_blocked(l.stage, ge.Tout, ge.Cout, ctx.outputs[0]->f());
   return Status::Ok();
 }
 
