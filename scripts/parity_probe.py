@@ -151,6 +151,26 @@ def what_if(name, size, recipe, calib_n, steps):
                       f"L {db(ref, runs['L'], o):.1f} | V {db(ref, runs['V'], o):.1f}")
 
 
+def onnx_exact(name, size, recipe, calib_n, steps):
+    """onnxruntime on the `exact_act=True` ONNX file (activation grids rounded like the IR,
+    q-ops as DequantizeLinear + float MatMul/Conv) vs the compressed model: a float-GEMM
+    runtime that is not torch's own GEMM."""
+    from edgekit.export import onnx as ek_onnx
+    fp32, q, specs, mir = build(name, size, recipe, calib_n)
+    feeds = example_feeds(name, fp32, specs, steps, seed=0)
+    with tempfile.TemporaryDirectory() as d:
+        rep = ek_onnx.export(mir, Path(d) / "exact.onnx", exact_act=True)
+        for spec in specs:
+            f = feeds[spec.name]
+            ref = parity.run_steps(parity.TorchRunner(q, spec), f)
+            got = parity.run_steps(parity.OrtRunner(rep["files"][spec.name]["path"], mir,
+                                                    spec.name), f)
+            for o in ref:
+                db = parity.snr_db(np.concatenate([v.ravel() for v in ref[o]]),
+                                   np.concatenate([v.ravel() for v in got[o]]))
+                print(f"  onnxruntime exact_act {spec.name}/{o}: {db:.1f} dB vs compressed")
+
+
 def probe(name, size, recipe, calib_n, steps, graph_filter=None):
     from edgekit.runtime import Session
     fp32, q, specs, mir = build(name, size, recipe, calib_n)
@@ -236,6 +256,7 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--graph", default=None)
     ap.add_argument("--what-if", action="store_true", help="also the hybrid interpreter runs")
+    ap.add_argument("--onnx-exact", action="store_true", help="also onnxruntime, exact_act")
     ap.add_argument("--only-what-if", action="store_true", help="only the hybrid runs")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -243,6 +264,8 @@ def main():
         probe(a.model, a.size, a.recipe, a.calib, a.steps, a.graph)
     if a.what_if or a.only_what_if:
         what_if(a.model, a.size, a.recipe, a.calib, a.steps)
+    if a.onnx_exact:
+        onnx_exact(a.model, a.size, a.recipe, a.calib, a.steps)
 
 
 if __name__ == "__main__":
