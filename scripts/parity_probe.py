@@ -118,37 +118,46 @@ def hybrid(q, as_torch):
     return Hybrid
 
 
-def what_if(name, size, recipe, calib_n, steps):
+VARIANTS = {"A": FLOAT_OPS, "B": Q_OPS, "C": FLOAT_OPS + Q_OPS,
+            "L": FLOAT_OPS + ("qlinear",), "V": FLOAT_OPS + ("qconv1d",)}
+
+
+def what_if(name, size, recipe, calib_n, steps, variants="ABCLV", built=None, quiet=False):
     """End-to-end SNRs that separate the two sources of rounding difference:
     A: float ops as torch, q-ops int32-exact (the C++ q-ops) vs the compressed model: what a
        runtime whose every float op rounds exactly like torch would reach;
     B: float ops as numpy, q-ops as torch (fake-quant + float GEMM) vs the compressed model;
     C: float ops and q-ops as torch vs the compressed model (checks the hybrid itself);
-    D: the C++ runtime vs A: what the runtime's float ops alone cost when the reference
-       accumulates the q-ops exactly too;
-    L / V: as C but only qlinear (L) or only qconv1d (V) through torch."""
-    from edgekit.runtime import Session
-    fp32, q, specs, mir = build(name, size, recipe, calib_n)
+    D: the C++ runtime vs A (needs A): what the runtime's float ops alone cost when the
+       reference accumulates the q-ops exactly too;
+    L / V: as C but only qlinear (L) or only qconv1d (V) through torch.
+    Returns {graph/output: {"runtime": dB, variant: dB, ...}}; `built`: a `build` result."""
+    from edgekit.runtime import Session  # noqa: F401  (fail early without the extension)
+    fp32, q, specs, mir = built or build(name, size, recipe, calib_n)
     feeds = example_feeds(name, fp32, specs, steps, seed=0)
+    res = {}
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "m.ekm"
         ekm.write(mir, path)
         for spec in specs:
             f = feeds[spec.name]
             ref = parity.run_steps(parity.TorchRunner(q, spec), f)
-            runs = {k: parity.run_steps(hybrid(q, ops)(mir, spec.name), f) for k, ops in
-                    (("A", FLOAT_OPS), ("B", Q_OPS), ("C", FLOAT_OPS + Q_OPS),
-                     ("L", FLOAT_OPS + ("qlinear",)), ("V", FLOAT_OPS + ("qconv1d",)))}
-            rt = parity.run_steps(parity.SessionRunner(path, spec.name), f)
+            runs = {k: parity.run_steps(hybrid(q, VARIANTS[k])(mir, spec.name), f)
+                    for k in variants}
+            runs["runtime"] = parity.run_steps(parity.SessionRunner(path, spec.name), f)
 
             def db(x, y, o):
                 return parity.snr_db(np.concatenate([v.ravel() for v in x[o]]),
                                      np.concatenate([v.ravel() for v in y[o]]))
             for o in ref:
-                print(f"  what-if {spec.name}/{o}: runtime {db(ref, rt, o):.1f} dB | "
-                      f"A {db(ref, runs['A'], o):.1f} | B {db(ref, runs['B'], o):.1f} | "
-                      f"C {db(ref, runs['C'], o):.1f} | D {db(runs['A'], rt, o):.1f} | "
-                      f"L {db(ref, runs['L'], o):.1f} | V {db(ref, runs['V'], o):.1f}")
+                row = {k: db(ref, v, o) for k, v in runs.items()}
+                if "A" in runs:
+                    row["D"] = db(runs["A"], runs["runtime"], o)
+                res[f"{spec.name}/{o}"] = row
+                if not quiet:
+                    print(f"  what-if {spec.name}/{o}: "
+                          + " | ".join(f"{k} {v:.1f}" for k, v in row.items()))
+    return res
 
 
 def onnx_exact(name, size, recipe, calib_n, steps):
