@@ -71,19 +71,37 @@ def search_path() -> list[Path]:
 
 
 def names() -> list[str]:
-    """Profile names on the search path (first folder wins), sorted."""
+    """CPU profile names on the search path (first folder wins), sorted. Accelerator
+    profiles (`kind: accelerator`) are listed by `edgekit.devices.accelerator.names()`."""
+    from edgekit.devices.accelerator import is_accelerator_file
+
     found = set()
     for folder in search_path():
         if folder.is_dir():
-            # Accelerator profiles (kind: accelerator) belong to the simulator (docs/sim.md).
-            from edgekit.sim.profile import is_accelerator_file
-
             found.update(p.stem for p in folder.glob("*.yaml") if not is_accelerator_file(p))
     return sorted(found)
 
 
-def _where(path) -> str:
+def where(path) -> str:
+    """A jsonschema error path as dotted text ("cpu.isa.0"), for one-line errors."""
     return ".".join(str(p) for p in path) or "(top level)"
+
+
+def read_yaml(path: Path, what: str = "device profile") -> Any:
+    """Parse one profile file; ValueError naming the file for every way it can be unreadable
+    (both profile kinds go through here so their errors read alike)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ValueError(f"{path}: not valid YAML{at}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: YAML nested too deeply") from None
 
 
 def validate(profile: Any, source: str = "profile") -> dict:
@@ -95,7 +113,7 @@ def validate(profile: Any, source: str = "profile") -> dict:
     errors = sorted(validator.iter_errors(profile), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
-        raise ValueError(f"{source}: {_where(e.absolute_path)}: {e.message}")
+        raise ValueError(f"{source}: {where(e.absolute_path)}: {e.message}")
     lo, hi = profile["cpu"]["freq_ghz"]
     if lo > hi:
         raise ValueError(f"{source}: cpu.freq_ghz: min {lo} is above max {hi}")
@@ -106,16 +124,7 @@ def validate(profile: Any, source: str = "profile") -> dict:
 
 
 def _read(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"cannot read device profile {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ValueError(f"{path}: not valid YAML{at}") from None
-    except RecursionError:
-        raise ValueError(f"{path}: YAML nested too deeply") from None
+    data = read_yaml(path)
     if isinstance(data, dict) and data.get("kind") == "accelerator":
         raise ValueError(f"{path}: an accelerator profile; simulate it with "
                          f"`edgekit sim run MODEL.ekm --device {data.get('name', path.stem)}`")
@@ -139,8 +148,11 @@ def load(name_or_path: str) -> dict:
                 profile = _read(path)
                 break
         else:
+            from edgekit.devices import accelerator
+
+            known = names() + [f"{n} (accelerator, simulated)" for n in accelerator.names()]
             raise ValueError(f"unknown device {name_or_path!r}; known: "
-                             f"{', '.join(names()) or 'none'} (or pass a .yaml path)")
+                             f"{', '.join(known) or 'none'} (or pass a .yaml path)")
     if profile.get("detect"):
         profile["cpu"].update(detect_host())
     return profile

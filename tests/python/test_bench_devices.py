@@ -86,3 +86,46 @@ def test_accelerator_profiles_point_to_the_simulator(tmp_path):
     p.write_text("kind: accelerator\nname: npu\n")
     with pytest.raises(ValueError, match="edgekit sim run MODEL.ekm --device npu"):
         devices.load(str(p))
+
+
+def test_non_utf8_profile_names_the_file(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ValueError) as e:
+        devices.load(str(p))
+    assert str(e.value) == f"{p}: not UTF-8 text"
+
+
+def test_accelerators_share_the_search_path(tmp_path, monkeypatch):
+    from edgekit.cli import sim
+    from edgekit.devices import accelerator
+
+    data = yaml.safe_load(open(devices.search_path()[-1] / "npu-int8.yaml"))
+    data["name"] = "lab-npu"
+    (tmp_path / "lab-npu.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("EDGEKIT_DEVICE_PATH", str(tmp_path))
+    assert "lab-npu" in accelerator.names() and "lab-npu" not in devices.names()
+    assert accelerator.load("lab-npu")["name"] == "lab-npu" and sim.is_accelerator("lab-npu")
+    # edgekit.sim keeps importing the one implementation.
+    from edgekit.sim import profile
+
+    assert profile.load is accelerator.load
+
+
+def test_cpu_profile_given_to_the_simulator():
+    from edgekit.devices import accelerator
+
+    with pytest.raises(ValueError) as e:
+        accelerator.load("x86-host")
+    assert str(e.value) == "x86-host is a CPU profile; use `edgekit bench --device x86-host`"
+
+
+def test_accelerators_are_listed_and_known():
+    from edgekit.cli.main import cli
+
+    with pytest.raises(ValueError, match=r"known: .*rpi4.*npu-int8 \(accelerator, simulated\)"):
+        devices.load("mars")
+    r = CliRunner().invoke(cli, ["devices", "--no-check"])
+    assert r.exit_code == 0, r.output
+    rows = [ln for ln in r.output.splitlines() if "npu-int8" in ln or "ethos-u55-128" in ln]
+    assert len(rows) == 2 and all("accelerator (simulated)" in ln for ln in rows), r.output
