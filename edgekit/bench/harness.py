@@ -83,7 +83,7 @@ def _meta_for(path: Path) -> dict:
     try:
         return ekm_io.read(ekm_path, verify=False).meta
     except ekm_io.EkmError as exc:
-        raise EdgekitError(f"{ekm_path}: {exc}") from None
+        raise EdgekitError(str(exc)) from None  # the reader's message names the file
 
 
 def _state_pairs(path: Path, graph: str | None) -> list[list[str]]:
@@ -208,6 +208,20 @@ def _jobs(models: list[Path], opts: Options) -> list[tuple[str, Path]]:
     return jobs
 
 
+def _estimable(jobs: list[tuple[str, Path]], device: str,
+               opts: Options) -> list[tuple[str, Path]]:
+    """The jobs an unreachable device can still answer: only the edgekit backend has an
+    estimate. The others are dropped with a note (the default backend list includes torch,
+    which matches every .ekm); an error only when nothing is left."""
+    kept = [j for j in jobs if j[0] == "edgekit"]
+    for b in dict.fromkeys(b for b, _ in jobs if b != "edgekit"):
+        opts.notes.append(f"{b} skipped: {device} unreachable")
+    if not kept:
+        raise EdgekitError(f"{device} is not reachable; only the edgekit backend has an "
+                           "estimate")
+    return kept
+
+
 def run(paths: list[str], opts: Options,
         progress: Callable[[str], None] = lambda msg: None) -> list[dict]:
     """Benchmark every model file under `paths` with `opts` on `opts.device`; return the
@@ -222,6 +236,8 @@ def run(paths: list[str], opts: Options,
     models = find_models(paths)
     jobs = _jobs(models, opts)
     transport = make_transport(profile, opts)
+    if transport is None:
+        jobs = _estimable(jobs, profile["name"], opts)
     results = []
     try:
         dev_facts = facts.device(transport)

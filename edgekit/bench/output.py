@@ -53,9 +53,10 @@ def row(r: dict) -> dict:
 def write(results: list[dict], out_dir: str | Path) -> list[Path]:
     """Write each result as JSON (validated first) and all of them as results.csv."""
     out = Path(out_dir)
+    for r in results:  # all first: one bad result must not leave the others half-written
+        schema.validate(r)
     paths = []
     for r in results:
-        schema.validate(r)
         p = out / file_name(r)
         atomic_write_json(p, r)
         paths.append(p)

@@ -15,10 +15,10 @@ from edgekit import EdgekitError
 
 
 def _profile(device: str) -> dict:
-    from edgekit.sim import profile
+    from edgekit.devices import accelerator
 
     try:
-        return profile.load(device)
+        return accelerator.load(device)
     except ValueError as exc:
         raise EdgekitError(str(exc)) from None
 
@@ -169,9 +169,9 @@ def compare_cmd(a, b, device, graph, residency, chunk_ms, top):
 
 def is_accelerator(device: str) -> bool:
     """Whether `--device` names an accelerator profile (then bench simulates)."""
-    from edgekit.sim import profile
+    from edgekit.devices import accelerator
 
-    return profile.find(device) is not None
+    return accelerator.find(device) is not None
 
 
 def bench_simulated(models, device, out_dir, graph, chunk_ms, seed, quiet) -> None:
@@ -188,14 +188,17 @@ def bench_simulated(models, device, out_dir, graph, chunk_ms, seed, quiet) -> No
             click.echo(f"{p}: skipped (the simulator reads .ekm files)", err=True)
     if not paths:
         raise EdgekitError("the accelerator simulator reads .ekm files; none given")
-    results = []
+    results, sims = [], []
     for p in paths:
         s = _simulate(p, prof, graph, None, chunk_ms, 2, seed)
-        r = result.bench_result(p, s, prof, seed, graph)
-        results.append(r)
+        results.append(result.bench_result(p, s, prof, seed, graph))
+        sims.append(s)
+    # output.write validates every result before writing any; the per-layer CSVs follow it
+    # so that a failure anywhere above leaves no partial output behind.
+    written = output.write(results, out_dir)
+    for r, s in zip(results, sims):
         stem = Path(out_dir) / output.file_name(r)
         result.write_layers_csv(s, stem.with_suffix(".layers.csv"))
-    written = output.write(results, out_dir)
     out = Console(quiet=quiet) if sys.stdout.isatty() else Console(width=200, quiet=quiet)
     out.print(output.table(results))
     click.echo(f"wrote {len(written)} simulated result(s), per-layer CSVs and results.csv "

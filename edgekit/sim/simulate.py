@@ -28,12 +28,9 @@ def graphs_for(model: Model, graph: str | None) -> list[str]:
                 raise ValueError(f"graph call count must be 1..10000, got {item.strip()!r}")
             calls += [name] * (int(count) if count else 1)
         return calls
-    g = (model.meta.get("streaming") or {}).get("graph")
-    if g in model.graphs:
-        return [g]
-    if len(model.graphs) == 1:
-        return list(model.graphs)
-    raise ValueError(f"several graphs ({', '.join(model.graphs)}); pick one with --graph")
+    from edgekit.bench.estimate import graph_name
+
+    return [graph_name(model, None)]  # the rule every bench result follows
 
 
 def chunk_ms(meta: dict) -> float | None:
@@ -104,7 +101,7 @@ def simulate_file(path: str | Path, prof: dict, graph: str | None = None,
     try:
         model = ekm.read(path)
     except ekm.EkmError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(str(exc)) from None  # the reader's message already names the file
     out = {"model": str(path), **simulate(model, prof, graph, residency, step_ms)}
     out["functional"] = None
     if functional_steps > 0:

@@ -343,3 +343,29 @@ def test_find_models(tmp_path):
     (tmp_path / "c.txt").write_bytes(b"")
     assert [p.name for p in harness.find_models([str(tmp_path)])] == ["a.ekm", "b.onnx"]
     assert Path(harness.find_models([str(tmp_path / "a.ekm")])[0]).name == "a.ekm"
+
+
+def test_unreachable_pi_with_the_default_backends(model_dir, tmp_path):
+    """torch (a default backend) matches every .ekm of a zoo model; on an unreachable device
+    it is dropped with a note and the edgekit estimate is still produced."""
+    m = streaming_model()
+    m.meta["source"] = {"model": "conformer", "size": "tiny", "seed": 0, "factory": None}
+    ekm.write(m, tmp_path / "zoo.ekm")
+    out = tmp_path / "out"
+    r = _bench(tmp_path / "zoo.ekm", "--device", "rpi4", "-o", out, *FAST)
+    assert r.exit_code == 0, r.output
+    res = schema.load(out / "zoo.edgekit.rpi4.json")
+    assert res["kind"] == "estimated"
+    assert "torch skipped: rpi4 unreachable" in res["notes"]
+    assert sorted(p.name for p in out.glob("*.json")) == ["zoo.edgekit.rpi4.json"]
+    # Nothing left to estimate is still an error.
+    r = _bench(tmp_path / "zoo.ekm", "--device", "rpi4", "--backend", "torch", "-o", out, *FAST)
+    assert r.exit_code == 2 and "only the edgekit backend has an estimate" in r.output
+
+
+def test_bad_ekm_error_names_the_file_once(model_dir, tmp_path):
+    bad = tmp_path / "bad.ekm"
+    bad.write_bytes(b"EKM1" + b"\0" * 60)
+    r = _bench(bad, "--backend", "edgekit", "-o", tmp_path / "o", *FAST)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.output.count("bad.ekm") == 1, r.output

@@ -92,3 +92,29 @@ def test_cli_errors(args, msg, model_path, tmp_path):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2, r.output
     assert msg in r.output and "Traceback" not in r.output
+
+
+def test_bad_ekm_named_once(tmp_path):
+    bad = tmp_path / "bad.ekm"
+    bad.write_bytes(b"EKM1" + b"\0" * 60)
+    r = CliRunner().invoke(cli, ["sim", "run", str(bad)])
+    assert r.exit_code == 2 and r.output.count("bad.ekm") == 1, r.output
+
+
+def test_bench_simulated_failure_leaves_no_partial_output(model_path, tmp_path):
+    # The first model simulates fine, the second is corrupt: nothing may be written, not
+    # even the first model's per-layer CSV.
+    bad = tmp_path / "zz-bad.ekm"
+    bad.write_bytes(b"EKM1" + b"\0" * 60)
+    out = tmp_path / "bench"
+    r = CliRunner().invoke(cli, ["bench", str(model_path), str(bad), "--device", "npu-int8",
+                                 "-o", str(out), "--quiet"])
+    assert r.exit_code == 2 and "zz-bad.ekm" in r.output, r.output
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_sim_on_a_cpu_profile_points_to_bench(model_path):
+    r = CliRunner().invoke(cli, ["sim", "run", str(model_path), "--device", "x86-host"])
+    assert r.exit_code == 2
+    assert "x86-host is a CPU profile; use `edgekit bench --device x86-host`" in r.output
+    assert "required property" not in r.output
