@@ -19,36 +19,46 @@ _MATMUL_LIKE = {"qlinear", "linear"}
 _CONV = {"qconv1d", "conv1d"}
 _CONVT = {"qconv_transpose1d", "conv_transpose1d"}
 _LSTM = {"qlstm", "lstm"}
-_NO_COMPUTE = {"reshape", "transpose", "concat", "slice", "pad", "gather", "copy", "cast"}
+# Shared with the accelerator simulator (edgekit/sim/cost.py): one MAC count, one set of
+# ops that only move data, so the roofline and the simulator never disagree on either.
+MAC_OPS = frozenset(_MATMUL_LIKE | _CONV | _CONVT | _LSTM | {"matmul"})
+SHAPE_ONLY = frozenset({"reshape", "transpose", "concat", "slice", "pad", "gather", "copy",
+                        "cast"})
 
 
 def _numel(shape) -> int:
     return int(math.prod(shape)) if shape else 1
 
 
+def op_macs(model: Model, op) -> int:
+    """Multiply-accumulates of one call of `op` (0 for ops outside MAC_OPS)."""
+    t = model.tensors
+    if op.type not in MAC_OPS:
+        return 0
+    x, w, out = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+    if op.type in _MATMUL_LIKE:
+        n, k = w.shape
+        return _numel(x.shape[:-1]) * n * k
+    if op.type in _CONV:
+        return _numel(w.shape) * out.shape[-1]
+    if op.type in _CONVT:
+        return _numel(w.shape) * x.shape[-1]
+    if op.type in _LSTM:
+        return x.shape[1] * (_numel(t[op.inputs[3]].shape) + _numel(t[op.inputs[4]].shape))
+    return _numel(out.shape) * x.shape[-1]  # matmul
+
+
 def op_cost(model: Model, op) -> tuple[int, int, int]:
     """(MACs, elementwise ops, constant bytes read) of one op of `model`."""
     t = model.tensors
     ins = [t[n] if n is not None else None for n in op.inputs]
-    out = t[op.outputs[0]]
     const_bytes = sum(x.nbytes for x in ins if x is not None and x.kind == "const")
-    macs = elem = 0
-    if op.type in _MATMUL_LIKE:
-        n, k = ins[1].shape
-        macs = _numel(ins[0].shape[:-1]) * n * k
-    elif op.type in _CONV:
-        macs = _numel(ins[1].shape) * out.shape[-1]
-    elif op.type in _CONVT:
-        macs = _numel(ins[1].shape) * ins[0].shape[-1]
-    elif op.type in _LSTM:
-        steps = ins[0].shape[1]
-        macs = steps * (_numel(ins[3].shape) + _numel(ins[4].shape))
-        elem = steps * 10 * ins[1].shape[-1]  # gate nonlinearities and the c/h updates
-    elif op.type == "matmul":
-        macs = _numel(out.shape) * ins[0].shape[-1]
-    elif op.type not in _NO_COMPUTE:
-        elem = _numel(out.shape)
-    return macs, elem, const_bytes
+    elem = 0
+    if op.type in _LSTM:
+        elem = ins[0].shape[1] * 10 * ins[1].shape[-1]  # gate nonlinearities, c/h updates
+    elif op.type not in MAC_OPS and op.type not in SHAPE_ONLY:
+        elem = _numel(t[op.outputs[0]].shape)
+    return op_macs(model, op), elem, const_bytes
 
 
 def graph_name(model: Model, graph: str | None) -> str:

@@ -14,13 +14,13 @@ so the same model and profile always give the same numbers.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import asdict, dataclass
 
+from edgekit.bench.estimate import MAC_OPS as _MAC_OPS
+from edgekit.bench.estimate import SHAPE_ONLY as _SHAPE_ONLY
+from edgekit.bench.estimate import op_cost, op_macs
 from edgekit.export.ir import Model, Op
-
-_HEADER = struct.Struct("<4sHBBIIIBBH5Q")
-_SHAPE_ONLY = {"reshape", "transpose", "concat", "slice", "pad", "copy", "cast", "gather"}
+from edgekit.kernels.packing import FLAG_AFFINE, FLAG_SPARSE, parse_header
 # Activation-unit passes per output element: transcendental ops take a LUT pass plus a
 # multiply; normalisation and softmax read their row twice (statistics, then scale).
 _ACT_PASSES = {"silu": 2, "glu": 2, "softmax": 3, "layer_norm": 3, "reduce_mean": 1}
@@ -41,15 +41,16 @@ class PackedInfo:
 
 def packed_info(buf) -> PackedInfo:
     """Parse the header of a §1 serialized weight (the EKM reader has already validated it)."""
-    b = bytes(buf[:_HEADER.size])
-    if len(b) < _HEADER.size or b[:4] != b"EKPW":
+    b = bytes(buf[:64])
+    if len(b) < 64 or b[:4] != b"EKPW":
         raise ValueError("not a packed weight (EKPW header)")
-    _, _, bits, flags, n, k, _, _, _, _, codes, bitmap, offsets, codebook, scales = \
-        _HEADER.unpack(b)
-    sparse = bool(flags & 4)
+    h = parse_header(b)
+    bits, codes, bitmap = h["bits"], h["codes_bytes"], h["bitmap_bytes"]
+    sparse = bool(h["flags"] & FLAG_SPARSE)
     stored = codes * 8 // bits if not sparse else _popcount_bitmaps(buf, codes, bitmap)
-    return PackedInfo(bits, n, k, sparse, bool(flags & 2),
-                      int(codes + bitmap + offsets + codebook + scales), int(stored))
+    total = codes + bitmap + h["offsets_bytes"] + h["codebook_bytes"] + h["scales_bytes"]
+    return PackedInfo(bits, h["N"], h["K"], sparse, bool(h["flags"] & FLAG_AFFINE),
+                      int(total), int(stored))
 
 
 def _popcount_bitmaps(buf, codes_bytes: int, nbytes: int) -> int:
@@ -102,20 +103,18 @@ def _tiles(m: int, n: int, k: int, arr: dict) -> int:
     return m * _ceil(n, arr["rows"]) * _ceil(k, arr["cols"])
 
 
-def _mac_cycles(model: Model, op: Op, arr: dict) -> tuple[int, int, list[tuple[str, int]]]:
-    """(MACs, array cycles, [(packed/float weight name, times its weights are decoded)])."""
+def _mac_cycles(model: Model, op: Op, arr: dict) -> tuple[int, list[tuple[str, int]]]:
+    """(array cycles, [(packed/float weight name, times its weights are decoded)]); the MAC
+    count itself is `estimate.op_macs`, shared with the roofline."""
     t = model.tensors
     x, w = t[op.inputs[0]], t[op.inputs[1]]
     if op.type in ("qlinear", "linear"):
         n, k = w.shape[0], _numel(w.shape[1:])
-        m = _numel(x.shape[:-1])
-        return m * n * k, _tiles(m, n, k, arr), [(w.name, 1)]
+        return _tiles(_numel(x.shape[:-1]), n, k, arr), [(w.name, 1)]
     if op.type == "matmul":
         out = t[op.outputs[0]]
-        k = x.shape[-1]
         m, n = out.shape[-2], out.shape[-1]
-        batch = _numel(out.shape[:-2])
-        return batch * m * n * k, batch * _tiles(m, n, k, arr), []
+        return _numel(out.shape[:-2]) * _tiles(m, n, x.shape[-1], arr), []
     if op.type in ("qconv1d", "conv1d", "qconv_transpose1d", "conv_transpose1d"):
         cin, cout = x.shape[1], t[op.outputs[0]].shape[1]
         groups = op.ints[4]
@@ -125,28 +124,21 @@ def _mac_cycles(model: Model, op: Op, arr: dict) -> tuple[int, int, list[tuple[s
         ng, kg = cout // groups, cin // groups * ksz
         if "transpose" in op.type:
             ng, kg = cout // groups * ksz, cin // groups
-        macs = groups * rows * ng * kg
         if groups > 1 and groups == cin and groups == cout and arr["depthwise"] == \
                 "channels_on_rows":
             cycles = rows * _ceil(cout, arr["rows"]) * _ceil(ksz, arr["cols"])
         else:
             cycles = groups * _tiles(rows, ng, kg, arr)
-        return macs, cycles, [(w.name, 1)]
+        return cycles, [(w.name, 1)]
     if op.type in ("qlstm", "lstm"):
         steps, inp = x.shape[1], x.shape[2]
         w_ih, w_hh = t[op.inputs[3]], t[op.inputs[4]]
-        g4 = w_ih.shape[0]
-        hid = w_hh.shape[1]
-        macs = steps * g4 * (inp + hid)
+        g4, hid = w_ih.shape[0], w_hh.shape[1]
         # x-projections batch over all steps; the recurrence is one row per step and
         # re-streams W_hh through the array (and the decoder) every step.
         cycles = _tiles(steps, g4, inp, arr) + steps * _tiles(1, g4, hid, arr)
-        return macs, cycles, [(w_ih.name, 1), (w_hh.name, steps)]
+        return cycles, [(w_ih.name, 1), (w_hh.name, steps)]
     raise AssertionError(op.type)
-
-
-_MAC_OPS = {"qlinear", "linear", "matmul", "qconv1d", "conv1d", "qconv_transpose1d",
-            "conv_transpose1d", "qlstm", "lstm"}
 
 
 def _act_bytes(model: Model, names, per_elem: int) -> int:
@@ -179,8 +171,8 @@ def layer_cost(model: Model, graph: str, op: Op, prof: dict, resident: bool) -> 
     mac_cycles = 0
     uses = {}
     if op.type in _MAC_OPS:
-        lc.macs, mac_cycles, uses_l = _mac_cycles(model, op, arr)
-        uses = dict(uses_l)
+        mac_cycles, uses_l = _mac_cycles(model, op, arr)
+        lc.macs, uses = op_macs(model, op), dict(uses_l)
     for nm in const_names:
         tt = model.tensors[nm]
         times = uses.get(nm, 1)
@@ -207,8 +199,7 @@ def layer_cost(model: Model, graph: str, op: Op, prof: dict, resident: bool) -> 
         lc.compute_cycles = mac_cycles
         if op.type in ("qlstm", "lstm"):
             # Gate nonlinearities and the c/h updates sit on the recurrence's critical path.
-            x, h = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
-            lc.compute_cycles += _ceil(x.shape[1] * 10 * h.shape[-1],
+            lc.compute_cycles += _ceil(op_cost(model, op)[1],
                                        int(prof["activation_unit"]["elements_per_cycle"]))
     elif op.type in _SHAPE_ONLY:
         lc.unit = "move"  # a DMA pass through SRAM, no arithmetic
