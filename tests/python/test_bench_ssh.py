@@ -175,18 +175,38 @@ def test_bench_over_ssh_end_to_end(sshd, tmp_path, monkeypatch, no_leftovers):
     assert res["streaming"]["chunk_ms"] == 40.0 and res["per_op"][0]["op"] == "matmul"
 
 
+@pytest.mark.arm
 def test_aarch64_runner_under_qemu_behind_sshd(sshd, tmp_path, no_leftovers):
-    """The static aarch64 runner pushed over SSH and run under qemu -cpu cortex-a72."""
+    """The static aarch64 runner and a tiny model pushed over SSH; the model runs under
+    qemu -cpu cortex-a72 (no dotprod), so the runner must pick the NEON v8.0 kernels."""
     import shutil
+
+    from edgekit.export import ekm
+    from ekm_models import streaming_model
 
     root = Path(__file__).resolve().parents[2]
     exe = Path(os.environ.get("EDGEKIT_EK_RUN_AARCH64", root / "build/aarch64/ek-run"))
     if not exe.is_file() or shutil.which("qemu-aarch64") is None:
         pytest.skip("needs build/aarch64/ek-run (targets/qemu/build.sh) and qemu-user")
+    ekm.write(streaming_model(), tmp_path / "tiny.ekm")
+
+    class UnderQemu:  # the transport as ek-run sees it: every command through qemu-user
+        def __init__(self, t):
+            self.t = t
+
+        def run(self, argv, timeout):
+            return self.t.run(["qemu-aarch64", "-cpu", "cortex-a72", *argv], timeout)
+
     with sshd.transport() as t:
         remote = t.push(exe, "ek-run", executable=True)
-        res = t.run(["qemu-aarch64", "-cpu", "cortex-a72", remote, "--version"], timeout=120)
-    assert res.rc == 0 and res.stdout.strip()
+        model = t.push(tmp_path / "tiny.ekm", "tiny.ekm")
+        raw = ek._invoke(UnderQemu(t), remote, model,
+                         ["--warmup", "0", "--iters", "1", "--fill", "random"], 300)
+        workdir = t.workdir
+    # _invoke raises on a nonzero exit or a signal, so reaching here means rc 0.
+    assert raw["isa"] == "neon", raw
+    assert len(raw["iters_us"]) == 1 and raw["iters_us"][0] > 0
+    assert not Path(workdir).exists()
 
 
 def test_onnxruntime_on_the_device_with_its_python(sshd, tmp_path, no_leftovers):
