@@ -118,3 +118,36 @@ def test_sim_on_a_cpu_profile_points_to_bench(model_path):
     assert r.exit_code == 2
     assert "x86-host is a CPU profile; use `edgekit bench --device x86-host`" in r.output
     assert "required property" not in r.output
+
+
+def test_report_puts_simulated_beside_measured(model_path, tmp_path, monkeypatch):
+    from edgekit.bench import report
+    from sshd import write_fake_ek_run
+
+    monkeypatch.setenv("EDGEKIT_EK_RUN", str(write_fake_ek_run(tmp_path / "ek-run")))
+    fast = ["--min-time", "0", "--min-runs", "5", "--warmup", "1", "--quiet"]
+    r = CliRunner().invoke(cli, ["bench", str(model_path), "--backend", "edgekit",
+                                 "-o", str(tmp_path / "m"), *fast])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["bench", str(model_path), "--device", "npu-int8",
+                                 "-o", str(tmp_path / "s"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    meas = schema.load(tmp_path / "m" / "stream.edgekit.x86-host.json")
+    sim = schema.load(tmp_path / "s" / "stream.edgekit.npu-int8.json")
+    [row] = report.side_by_side([meas], [sim])
+    by = sim["estimate"]["cycles_by_bound"]
+    assert row["label"] == "stream" and row["measured_p50_us"] == meas["stats"]["p50"]
+    assert row["measured_on"] == "edgekit · x86-host"
+    assert row["simulated_us"] == sim["estimate"]["total_us"] and row["simulated_on"] == "npu-int8"
+    assert row["dram_bytes_per_step"] == sim["estimate"]["dram_bytes_per_step"]
+    assert by[row["binding"]] == max(by.values()) > 0
+    # A simulated model nobody measured still gets its row, saying so.
+    assert report.side_by_side([], [sim])[0]["measured_on"] == "not measured"
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "m" / "stream.edgekit.x86-host.json"),
+                                 str(tmp_path / "s" / "stream.edgekit.npu-int8.json"),
+                                 "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "r.html").read_text()
+    table = page[page.index("SIMULATED beside MEASURED"):]
+    assert "<th>measured_p50_us</th>" in table and "<th>binding</th>" in table
+    assert f"<td>{meas['stats']['p50']:.4g}</td>" in table and f"<td>{row['binding']}</td>" in table
