@@ -180,6 +180,25 @@ def onnx_exact(name, size, recipe, calib_n, steps):
                 print(f"  onnxruntime exact_act {spec.name}/{o}: {db:.1f} dB vs compressed")
 
 
+def gemm_order(shapes=((1, 192, 768), (8, 192, 768), (32, 144, 576), (8, 768, 192))):
+    """Fraction of torch's float32 `F.linear` outputs equal to a sequential FMA chain over k
+    (emulated in float64: a product of two floats is exact there, one rounding per step) and
+    to the exactly rounded sum: whether a runtime could reproduce torch's GEMM rounding."""
+    rng = np.random.default_rng(0)
+    for m, k, n in shapes:
+        x = rng.integers(-128, 128, (m, k)).astype(np.float32) * np.float32(0.0371)
+        w = (rng.integers(-127, 128, (n, k)).astype(np.float32)
+             * rng.uniform(1e-3, 1e-2, (n, 1)).astype(np.float32))
+        y = F.linear(_t(x), _t(w)).numpy()
+        c = np.zeros((m, n), np.float32)
+        for i in range(k):
+            c = (c + x[:, i:i + 1].astype(np.float64) * w[:, i].astype(np.float64)).astype(
+                np.float32)
+        exact = (x.astype(np.float64) @ w.astype(np.float64).T).astype(np.float32)
+        print(f"  F.linear (M, K, N) = {(m, k, n)}: equal to sequential FMA "
+              f"{np.mean(y == c):.0%}, to the exact sum {np.mean(y == exact):.0%}")
+
+
 def _op_args(op, env, mir):
     """The op's inputs as numpy (None for absent/packed operands), or None when one is
     neither computed nor a constant."""
@@ -260,6 +279,7 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--graph", default=None)
     ap.add_argument("--what-if", action="store_true", help="also the hybrid interpreter runs")
+    ap.add_argument("--gemm-order", action="store_true", help="also torch's GEMM rounding")
     ap.add_argument("--onnx-exact", action="store_true", help="also onnxruntime, exact_act")
     ap.add_argument("--only-what-if", action="store_true", help="only the hybrid runs")
     a = ap.parse_args()
@@ -268,6 +288,8 @@ def main():
         probe(a.model, a.size, a.recipe, a.calib, a.steps, a.graph)
     if a.what_if or a.only_what_if:
         what_if(a.model, a.size, a.recipe, a.calib, a.steps)
+    if a.gemm_order:
+        gemm_order()
     if a.onnx_exact:
         onnx_exact(a.model, a.size, a.recipe, a.calib, a.steps)
 
