@@ -24,9 +24,15 @@ $(BUILT): $(STAMP) $(CSRC)
 	flock $(VENV)/.build.lock $(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
+# The main job on the built-in default model (the shipped, trained tiny Conformer): compress it
+# with the mixed 4/6/8-bit recipe, export EKM + ONNX + TFLite with parity checks, inspect the
+# EKM file, benchmark every backend on this host, simulate the int8 accelerator.
 demo: build
-	$(BIN)/edgekit info
-	$(BIN)/edgekit bench-kernels --quick --json out/bench-kernels.json
+	rm -rf out/demo
+	$(BIN)/edgekit export conformer --recipe mixed --format ekm,onnx,tflite -o out/demo/model
+	$(BIN)/edgekit inspect out/demo/model/model.ekm
+	$(BIN)/edgekit bench out/demo/model --min-time 1 --max-time 5 -o out/demo/bench
+	$(BIN)/edgekit sim run out/demo/model/model.ekm --device npu-int8 --json out/demo/sim.json
 
 test: build
 	$(BIN)/python -m pytest -q -ra

@@ -44,10 +44,17 @@ def _check_isa_override() -> None:
 def cli() -> None:
     """edgekit - take speech models from PyTorch to the edge.
 
-    Packed 1-8-bit weights (int8 codebooks, zero-weight compression), int8
-    kernels for x86 (AVX2, AVX-512 VNNI) and ARM (NEON, dotprod), and
-    benchmarks against onnxruntime, LiteRT and torch. The model zoo and
-    compression are Python APIs for now (edgekit.models, edgekit.compress).
+    Compress (1-8-bit packed weights, pruning, QAT), export (EKM, ONNX,
+    TFLite with parity checks), run (C++ runtime, ek-run), benchmark (this
+    host, SSH/adb devices, qemu + estimate, simulated int8 accelerator) and
+    evaluate streaming ASR models and neural codecs.
+
+    \b
+    Typical flow:
+      edgekit export conformer --recipe mixed --format ekm,onnx -o out/m
+      edgekit inspect out/m/model.ekm
+      edgekit bench out/m --device x86-host
+      edgekit report out/bench/*.json -o report.html
     """
 
 
