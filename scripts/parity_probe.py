@@ -283,6 +283,12 @@ def main():
     ap.add_argument("--onnx-exact", action="store_true", help="also onnxruntime, exact_act")
     ap.add_argument("--only-what-if", action="store_true", help="only the hybrid runs")
     a = ap.parse_args()
+    if a.model not in models.names():
+        ap.error(f"unknown model {a.model!r}; zoo models: {', '.join(models.names())}")
+    if a.calib < 1 or a.steps < 1:
+        ap.error("--calib and --steps must be >= 1")
+    if not parity.runtime_available():
+        ap.error("the C++ runtime (edgekit._C) is not built: run `make build`")
     torch.set_num_threads(1)
     if not a.only_what_if:
         probe(a.model, a.size, a.recipe, a.calib, a.steps, a.graph)
