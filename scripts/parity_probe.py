@@ -290,15 +290,17 @@ def main():
     if not parity.runtime_available():
         ap.error("the C++ runtime (edgekit._C) is not built: run `make build`")
     torch.set_num_threads(1)
-    if not a.only_what_if:
-        probe(a.model, a.size, a.recipe, a.calib, a.steps, a.graph)
-    if a.what_if or a.only_what_if:
-        what_if(a.model, a.size, a.recipe, a.calib, a.steps)
-    if a.gemm_order:
-        gemm_order()
-    if a.onnx_exact:
-        onnx_exact(a.model, a.size, a.recipe, a.calib, a.steps)
-
+    try:
+        if not a.only_what_if:
+            probe(a.model, a.size, a.recipe, a.calib, a.steps, a.graph)
+        if a.what_if or a.only_what_if:
+            what_if(a.model, a.size, a.recipe, a.calib, a.steps)
+        if a.gemm_order:
+            gemm_order()
+        if a.onnx_exact:
+            onnx_exact(a.model, a.size, a.recipe, a.calib, a.steps)
+    except ValueError as exc:   # bad --size / --recipe, reported by the zoo or compress
+        ap.error(str(exc).strip().splitlines()[0])
 
 if __name__ == "__main__":
     main()
