@@ -56,7 +56,24 @@ void epilogue_f32_rows(const PackedLinear& w, const int32_t* acc, int n0, int n1
     }
     return;
   }
-  for (int n = n0; n < n1; ++n) {
+  // Several groups: eight rows at a time, each lane summing its own groups in order (the
+  // same arithmetic as the loop below), so eight independent add chains overlap instead of
+  // one row's chain stalling on the previous add.
+  const int G = w.ngroups;
+  int n = n0;
+  for (; n + 8 <= n1; n += 8) {
+    float y[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    const float* sc = w.scales + static_cast<size_t>(n) * G;
+    const int32_t* a = acc + static_cast<size_t>(n) * G;
+    for (int g = 0; g < G; ++g)
+      for (int j = 0; j < 8; ++j) y[j] += sc[j * G + g] * static_cast<float>(a[j * G + g]);
+    for (int j = 0; j < 8; ++j) {
+      float v = y[j] * x_scale;
+      if (bias) v += bias[n + j];
+      out[n + j] = v;
+    }
+  }
+  for (; n < n1; ++n) {
     const float* sc = w.scales + static_cast<size_t>(n) * w.ngroups;
     const int32_t* a = acc + static_cast<size_t>(n) * w.ngroups;
     float y = 0.0f;
