@@ -38,10 +38,13 @@ def _shape(text: str | None) -> tuple | None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Model weight seed.")
 @click.option("--steps", type=int, default=3, show_default=True,
               help="Streaming calls per graph in the parity check.")
+@click.option("--onnx-flavor", type=click.Choice(["qdq", "ort"]), default="qdq",
+              show_default=True, help="ONNX weights: qdq = standard DequantizeLinear ops; ort = "
+              "com.microsoft MatMulNBits for 2/4/8-bit uniform linear layers.")
 @click.option("--interpreter", is_flag=True,
               help="Check EKM parity on the numpy interpreter even when the C++ runtime is built.")
 def export(model, size, recipe, bits, sparsity, nm, calib, formats, out, input_shape, seed, steps,
-           interpreter) -> None:
+           onnx_flavor, interpreter) -> None:
     """Export MODEL (a zoo name or path/to/file.py:factory) to DIR/model.ekm (and ONNX/TFLite),
     with a per-layer table and a parity report in DIR/export.json."""
     from edgekit.export.pipeline import ExportConfig, run_export
@@ -51,7 +54,7 @@ def export(model, size, recipe, bits, sparsity, nm, calib, formats, out, input_s
     cfg = ExportConfig(model=model, out=out, size=size, recipe=recipe, bits=bits,
                        sparsity=sparsity, nm=nm, calib=calib, formats=tuple(formats.split(",")),
                        input_shape=_shape(input_shape), seed=seed, steps=steps,
-                       prefer_runtime=not interpreter)
+                       prefer_runtime=not interpreter, options={"onnx": {"flavor": onnx_flavor}})
     report = _run_with_progress(cfg, run_export)
     _print(report, out)
 

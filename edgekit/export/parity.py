@@ -7,7 +7,9 @@ feeds on every backend; per graph output the SNR is computed over all calls toge
 * `ekm`: the C++ runtime (`edgekit.runtime.Session`) when importable, else the numpy reference
   interpreter (`edgekit.export.interp`) on the file read back from disk — which one ran is in
   the result (`backend`);
-* `onnx`: onnxruntime (one thread, default optimisations); `tflite`: LiteRT (XNNPACK).
+* `onnx`: onnxruntime (one thread, default graph optimisations but
+  `session.qdq_matmulnbits_accuracy_level` = 0, so that a fused MatMulNBits keeps float
+  activations: the file's own arithmetic); `tflite`: LiteRT (XNNPACK).
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ class SessionRunner:
         return {k: np.asarray(v) for k, v in self.s.step(feed).items()}
 
 
+ORT_ACCURACY_LEVEL = 0   # recorded in export.json's onnx entry
+
+
 class OrtRunner:
     """onnxruntime on one graph's file: IR names in, states fed back as `<state>:next`."""
 
@@ -101,7 +106,8 @@ class OrtRunner:
         opts.intra_op_num_threads = 1
         # Level 4 (the default) fuses DequantizeLinear+MatMul into MatMulNBits with int8
         # activations re-quantized per block: a different model. Parity measures the file.
-        opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+        opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level",
+                                      str(ORT_ACCURACY_LEVEL))
         self.s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         g = model.graphs[graph]
         self.outputs = list(g.outputs)

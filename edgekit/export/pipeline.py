@@ -4,9 +4,9 @@
     report = run_export(ExportConfig(model="conformer", recipe="int4", formats=("ekm",),
                                      out="out/"))
 
-Every file goes to a temporary directory beside `out` first and is moved into `out` only when
-all formats and the parity check succeeded, export.json last; a failure leaves nothing
-half-written in `out`. Bad input raises `EdgekitError` with one line.
+Every file goes to a temporary directory beside `out` first, which replaces `out` as a whole
+only when all formats and the parity check succeeded (no stale file of an earlier export
+survives); a failure leaves `out` as it was. Bad input raises `EdgekitError` with one line.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from edgekit.export.lower.models import example_feeds
 FORMATS = ("ekm", "onnx", "tflite")
 META_LAYER_KEYS = ("name", "type", "bits", "sparsity", "nm", "bytes")
 FILES = {"ekm": "model.ekm", "onnx": "model.onnx", "tflite": "model.tflite"}
+# import names each format's emitter and parity runner need (EKM: numpy only)
+REQUIRES = {"ekm": (), "onnx": ("onnx", "onnxruntime"), "tflite": ("ai_edge_litert",)}
+PIP = {"onnx": "onnx", "onnxruntime": "onnxruntime", "ai_edge_litert": "ai-edge-litert"}
 
 
 @dataclass
@@ -265,6 +268,12 @@ def check_formats(formats) -> tuple:
             raise EdgekitError(f"unknown format {f!r}; valid: {', '.join(FORMATS)}")
         if importlib.util.find_spec(f"edgekit.export.{f}") is None:
             raise EdgekitError(f"format {f} is not available (edgekit.export.{f} is missing)")
+        # checked before compress + lower so that a missing package costs seconds, not minutes
+        missing = [m for m in REQUIRES[f] if importlib.util.find_spec(m) is None]
+        if missing:
+            pkgs = " ".join(PIP[m] for m in missing)
+            raise EdgekitError(f"format {f} needs the Python package(s) {', '.join(missing)}: "
+                               f"pip install {pkgs}")
     return fmts
 
 
@@ -324,8 +333,7 @@ def run_export(cfg: ExportConfig, progress: Callable = _noop) -> dict:
     if not isinstance(cfg.calib, int) or isinstance(cfg.calib, bool) or cfg.calib < 1:
         raise EdgekitError(f"--calib must be a positive int, got {cfg.calib!r}")
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise EdgekitError(f"output {out} exists and is not a directory")
+    check_out_dir(out)
     name, fp32, specs, calib, source = load_source(cfg)
     recipe, recipe_text = make_recipe(cfg, fp32)
     progress("compress", 0, 1)
@@ -365,7 +373,7 @@ def run_export(cfg: ExportConfig, progress: Callable = _noop) -> dict:
                       fp32_param_bytes=4 * sum(p.numel() for p in fp32.parameters()))
         report = _retarget(report, str(tmp), str(out))
         atomic_write_json(tmp / "export.json", report)
-        _move_into(tmp, out)
+        _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
@@ -413,6 +421,8 @@ def _emit_and_check(cfg, fmts, model_ir, model, fp32, specs, feeds, calib_feeds,
                  "worst_snr_vs_fp32_db": parity._r(parity.worst(par, "snr_vs_fp32_db")),
                  "widened_layers": rep.get("widened_layers", []), "emitter_report": rep}
         entry["theoretical_bytes"] = theoretical
+        if fmt == "onnx":   # parity.OrtRunner: no MatMulNBits re-quantization of activations
+            entry["ort_accuracy_level"] = parity.ORT_ACCURACY_LEVEL
         if fmt == "ekm":
             entry["size_check"] = ekm_size_check(model_ir, entry["file_bytes"])
         report["formats"][fmt] = entry
@@ -434,10 +444,35 @@ def _retarget(obj, old: str, new: str):
     return obj
 
 
-def _move_into(tmp: Path, out: Path) -> None:
-    """Move every file of `tmp` into `out` (each rename atomic), export.json last."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = sorted(p for p in tmp.iterdir() if p.is_file())
-    files.sort(key=lambda p: p.name == "export.json")
-    for p in files:
-        os.replace(p, out / p.name)
+def check_out_dir(out: Path) -> None:
+    """`out` is replaced as a whole by the export, so it must be new, empty, or an earlier
+    export (has export.json): a typo must not wipe an unrelated directory."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise EdgekitError(f"output {out} exists and is not a directory")
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise EdgekitError(f"output {out} is the current directory or one of its parents; "
+                           f"give a directory of its own")
+    if out.is_dir() and any(out.iterdir()) and not (out / "export.json").is_file():
+        raise EdgekitError(f"output {out} is a non-empty directory without export.json (not an "
+                           f"earlier export); give a new or empty directory")
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Put the finished `tmp` in place of `out`, so no file of an earlier export survives.
+
+    Two renames on one filesystem: the old directory aside, the new one in; if the second
+    fails the old one is put back. Between them `out` is briefly absent, never half-written."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, out.stat().st_mode & 0o7777 if out.is_dir() else 0o777 & ~umask)
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.rename(out, old)   # replaces the empty placeholder directory
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+import warnings
 
 import torch
 from torch import nn
@@ -183,5 +184,10 @@ class _Call(nn.Module):
 
 def export(model: nn.Module, method: str, args: tuple):
     """torch.export `model.<method>(*args)` with opaque quantized layers (static shapes)."""
-    with opaque_layers(model), torch.no_grad():
-        return torch.export.export(_Call(model, method), args, strict=False)
+    with warnings.catch_warnings():
+        # torch.export notices that an RNN's forward re-assigned its `_flat_weights` list (the
+        # module's own bookkeeping, not a user tensor) and warns on stderr, before the one-line
+        # error a bidirectional LSTM or a GRU gets: noise to the user
+        warnings.filterwarnings("ignore", message=r".*_flat_weights", category=UserWarning)
+        with opaque_layers(model), torch.no_grad():
+            return torch.export.export(_Call(model, method), args, strict=False)

@@ -24,16 +24,19 @@ def _grid(layer: QuantLayer) -> tuple[list[int], list[float]]:
 
 def _packed(b: Builder, name: str, qm: QuantMatrix, layer_path: str, type_: str,
             layer: QuantLayer):
-    data = packing.serialize(packing.pack_arrays(**qm.packed_args()))
+    pw = packing.pack_arrays(**qm.packed_args())
+    data = packing.serialize(pw)
     n, k = qm.codes.shape
     if not any(r["name"] == name for r in b.layers):
         row = {"name": name, "type": type_, "shape": [int(n), int(k)], "bits": qm.bits,
                "quantizer": qm.quantizer, "sparsity": round(qm.sparsity(), 4),
                "nm": None if qm.nm is None else f"{qm.nm[0]}:{qm.nm[1]}",
-               "group_size": qm.group_size, "bytes": len(data), "packed_nbytes": qm.nbytes(),
+               "group_size": qm.group_size, "bytes": pw.nbytes, "serialized_bytes": len(data),
                "act": ("static" if layer.act_quant else "dynamic")}
         if layer.act_quant:
             row.update(act_scale=float(layer.act_scale), act_zero_point=int(layer.act_zero_point))
+        # "bytes" is the §1.8 stored size (what `edgekit inspect` shows for the same tensor),
+        # not the serialized buffer, whose header and 64-byte alignment are per tensor
         b.layers.append(row)
     return b.packed(name, data, int(n), int(k))
 
