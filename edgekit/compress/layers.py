@@ -7,6 +7,13 @@ A quantized layer keeps, per weight matrix, exactly what `edgekit.kernels.pack` 
 ``scale * codebook[code]`` (computed once, not per call), and, when activation calibration is
 enabled, its input rounded onto the calibrated int8 grid first.
 
+With activation quantization on (`act_quant`, set by calibration) the forward is instead the
+runtime's integer arithmetic (docs/format.md §2.6): int8 input codes times the integer weight
+values ``codebook[code]``, summed exactly per weight group (in float64, where such integer sums
+are exact), then the float32 epilogue in the runtime's order (`exact_linear`). A float32 GEMM on
+dequantized operands rounds in a shape-dependent order, and one flipped int8 code downstream
+costs the model its parity with every integer runtime (docs/export.md, "Parity").
+
 (N, K) views: Linear (out, in); Conv1d (out, in/groups·k); ConvTranspose1d — stored as
 (in, out/groups, k) by torch — is viewed per group as (out, in/groups·k), taps in torch's
 (unflipped) order; LSTM: every `weight_ih_l*` / `weight_hh_l*` (and `weight_hr_l*`) is its
@@ -72,6 +79,18 @@ class QuantMatrix(nn.Module):
         return dequantize(self.codes.numpy(), self.codebook.numpy(), self.scale.numpy(),
                           self.group_size, mask)
 
+    def int_weight(self) -> torch.Tensor:
+        """Float64 (N, K): the integer weight values codebook[code], 0 where masked."""
+        table = self.codebook.to(torch.float64)
+        codes = self.codes.to(torch.int64)
+        if table.shape[0] == 1:
+            w = table[0][codes]
+        else:
+            w = torch.gather(table, 1, codes)
+        if self.mask is not None:
+            w = w * self.mask.to(torch.float64)
+        return w
+
     def packed_args(self) -> dict:
         """Keyword arguments for `edgekit.kernels.pack` (docs/format.md §1)."""
         scale = self.scale.numpy()
@@ -104,6 +123,90 @@ class QuantMatrix(nn.Module):
         nm = f", nm={self.nm[0]}:{self.nm[1]}" if self.nm else ""
         return (f"shape={tuple(self.codes.shape)}, bits={self.bits}, {self.quantizer}, "
                 f"levels={self.levels}, group_size={self.group_size}{nm}")
+
+
+def act_codes(x: torch.Tensor, scale, zero_point: int) -> torch.Tensor:
+    """Float64 ``q - zero_point`` of x's int8 codes on the grid, with exactly the rounding of
+    `torch.fake_quantize_per_tensor_affine` (the runtime's quantizer, docs/format.md §2.6).
+
+    The codes are read back from the fake-quant output: (q - zp) * scale is one float32
+    rounding away from an integer of magnitude <= 255 times scale, so dividing by scale in
+    float64 and rounding recovers the integer exactly.
+    """
+    s = float(scale)
+    fq = torch.fake_quantize_per_tensor_affine(x.float(), s, int(zero_point), -128, 127)
+    return torch.round(fq.double() / s)
+
+
+def exact_linear(d: torch.Tensor, w_int: torch.Tensor, scale: torch.Tensor, group_size: int,
+                 x_scale, bias: torch.Tensor | None, groups: int = 1) -> torch.Tensor:
+    """What the runtime's `linear_f32` computes, as float32 (M, N).
+
+    d: float64 (M, groups·Kg) integer activations ``q - zp``; w_int: float64 (N, Kg) integer
+    weights (`QuantMatrix.int_weight`), N = groups·(N/groups), conv group j reading columns
+    [j·Kg, (j+1)·Kg) of d and producing rows [j·N/groups, (j+1)·N/groups); scale: float32
+    (N, ngroups). Every product and partial sum is an integer below 2^53, so the float64
+    contraction is exact in any order, like the kernels' int32 one. The epilogue is
+    `epilogue_f32_rows`: y = 0; y += scale[n, g] * float32(acc[g]) for each weight group in
+    order; y *= x_scale; y += bias — one float32 rounding per step, as separate tensor ops.
+    """
+    m = d.shape[0]
+    n, kg = w_int.shape
+    ng = scale.shape[1]
+    gs = kg if ng == 1 else group_size
+    padk = ng * gs - kg   # a last partial weight group: zero columns add nothing
+    dg = F.pad(d.reshape(m, groups, kg), (0, padk)).reshape(m, groups, ng, gs)
+    wg = F.pad(w_int, (0, padk)).reshape(groups, n // groups, ng, gs)
+    acc = torch.einsum("mgjs,gcjs->mgcj", dg, wg).reshape(m, n, ng).float()
+    sc = scale.float()
+    y = torch.zeros(m, n, dtype=torch.float32)
+    for j in range(ng):
+        y = y + sc[:, j] * acc[:, :, j]
+    y = y * torch.tensor(float(x_scale), dtype=torch.float32)
+    if bias is not None:
+        y = y + bias.detach().float()
+    return y
+
+
+def _conv_pads(conv: nn.Conv1d) -> tuple[int, int]:
+    k, dil = conv.kernel_size[0], conv.dilation[0]
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return 0, 0
+        total = dil * (k - 1)   # "same": torch puts the odd element on the right
+        return total // 2, total - total // 2
+    return conv.padding[0], conv.padding[0]
+
+
+def _conv_cols(d: torch.Tensor, conv: nn.Conv1d) -> tuple[torch.Tensor, int]:
+    """im2col of float64 codes d (B, Cin, T): rows (B·Tout, Cin·k) in (group, ci, tap) order.
+    Padding is code 0 here, i.e. x_zp: the real value 0, as the runtime pads."""
+    k, dil, st, g = conv.kernel_size[0], conv.dilation[0], conv.stride[0], conv.groups
+    if conv.padding_mode != "zeros":
+        d = F.pad(d, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+    else:
+        d = F.pad(d, _conv_pads(conv))
+    b, cin, _ = d.shape
+    cols = d.unfold(2, dil * (k - 1) + 1, st)[..., ::dil]          # (B, Cin, Tout, k)
+    tout = cols.shape[2]
+    cols = cols.reshape(b, g, cin // g, tout, k).permute(0, 3, 1, 2, 4)
+    return cols.reshape(b * tout, cin * k), tout
+
+
+def _conv_t_cols(d: torch.Tensor, conv: nn.ConvTranspose1d) -> tuple[torch.Tensor, int]:
+    """Gathered im2col of a transposed conv: output o reads input t through tap j when
+    o = t·stride − padding + j·dilation; a tap with no such t reads code 0 (a real 0)."""
+    k, dil, st, g = conv.kernel_size[0], conv.dilation[0], conv.stride[0], conv.groups
+    pad, opad = conv.padding[0], conv.output_padding[0]
+    b, cin, t = d.shape
+    tout = (t - 1) * st - 2 * pad + dil * (k - 1) + opad + 1
+    o = np.arange(tout)[:, None] + pad - np.arange(k)[None, :] * dil
+    ti = o // st
+    ok = (o % st == 0) & (ti >= 0) & (ti < t)
+    idx = torch.from_numpy(np.clip(ti, 0, t - 1).reshape(-1))
+    cols = d[:, :, idx].reshape(b, cin, tout, k) * torch.from_numpy(ok.astype(np.float64))
+    cols = cols.reshape(b, g, cin // g, tout, k).permute(0, 3, 1, 2, 4)
+    return cols.reshape(b * tout, cin * k), tout
 
 
 class QuantLayer(nn.Module):
@@ -151,6 +254,8 @@ class QuantLayer(nn.Module):
             x, float(self.act_scale), int(self.act_zero_point), -128, 127)
 
     def forward(self, x, *args, **kwargs):
+        if self.act_quant and isinstance(self, _SingleMatrix) and not args and not kwargs:
+            return self.exact_forward(x)
         return self.base(self.quantize_input(x), *args, **kwargs)
 
 
@@ -178,6 +283,24 @@ class _SingleMatrix(QuantLayer):
         """Keyword arguments for `edgekit.kernels.pack` for this layer's (N, K) weight."""
         return self.q.packed_args()
 
+    def exact_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The runtime's integer-exact forward on the calibrated input grid (`exact_linear`)."""
+        base, q = self.base, self.q
+        d = act_codes(x, self.act_scale, int(self.act_zero_point))
+        w = q.int_weight()
+
+        def lin(rows, groups=1):
+            return exact_linear(rows, w, q.scale, q.group_size, self.act_scale, base.bias, groups)
+        if isinstance(base, nn.Linear):
+            return lin(d.reshape(-1, d.shape[-1])).reshape(*d.shape[:-1], -1)
+        unbatched = d.dim() == 2
+        if unbatched:
+            d = d.unsqueeze(0)
+        cols_of = _conv_t_cols if isinstance(base, nn.ConvTranspose1d) else _conv_cols
+        cols, tout = cols_of(d, base)
+        y = lin(cols, base.groups).reshape(d.shape[0], tout, -1).transpose(1, 2)
+        return y[0] if unbatched else y
+
 
 class QuantLinear(_SingleMatrix):
     """nn.Linear with a packed codebook weight."""
@@ -194,10 +317,7 @@ class QuantConvTranspose1d(_SingleMatrix):
 # The recurrent input h of a quantized LSTM cell uses this fixed int8 grid: h = σ·tanh lies
 # in (-1, 1), so 1/127 with zero point 0 covers it with no calibration (docs/format.md §2.6).
 H_SCALE, H_ZERO_POINT = 1.0 / 127.0, 0
-
-
-def _fq_h(h: torch.Tensor) -> torch.Tensor:
-    return torch.fake_quantize_per_tensor_affine(h, H_SCALE, H_ZERO_POINT, -128, 127)
+_H_SCALE32 = float(np.float32(H_SCALE))   # the float32 the file stores and the runtime uses
 
 
 def lstm_cell_sequence(mod: nn.Module, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
@@ -206,8 +326,9 @@ def lstm_cell_sequence(mod: nn.Module, x: torch.Tensor, h: torch.Tensor, c: torc
 
     With activation quantization on it is the `qlstm` of docs/format.md §2.6: x on the layer's
     calibrated grid (layers above the first read the previous layer's h, so they use the h
-    grid), h on the fixed grid (H_SCALE, H_ZERO_POINT) at every step, and the gate sum
-    W_ih·q(x_t) + W_hh·q(h) + b_ih + b_hh in that order. Without it: the float cell.
+    grid), h on the fixed grid (H_SCALE, H_ZERO_POINT) at every step, both matmuls integer-exact
+    (`exact_linear`, no bias in the epilogue), and the gate sum W_ih·q(x_t) + W_hh·q(h) + b_ih
+    + b_hh in that order. Without it: the float cell.
     Returns (y (B, T, H), h_T, c_T).
     """
     quant = isinstance(mod, QuantLayer) and mod.act_quant
@@ -216,11 +337,25 @@ def lstm_cell_sequence(mod: nn.Module, x: torch.Tensor, h: torch.Tensor, c: torc
     b_ih = getattr(base, f"bias_ih_l{index}", None)
     b_hh = getattr(base, f"bias_hh_l{index}", None)
     if quant:
-        x = mod.quantize_input(x) if index == 0 else _fq_h(x)
-    gx = F.linear(x, w_ih)   # the x half of every step at once: it does not depend on h
+        qi, qh = mod.matrices[f"weight_ih_l{index}"], mod.matrices[f"weight_hh_l{index}"]
+        wi, wh = qi.int_weight(), qh.int_weight()
+        xs, xzp = (mod.act_scale, int(mod.act_zero_point)) if index == 0 else (_H_SCALE32,
+                                                                             H_ZERO_POINT)
+        bsz, steps = x.shape[:2]
+        dx = act_codes(x, xs, xzp).reshape(bsz * steps, -1)
+        gx = exact_linear(dx, wi, qi.scale, qi.group_size, xs, None).reshape(bsz, steps, -1)
+
+        def hmat(h):
+            return exact_linear(act_codes(h, _H_SCALE32, H_ZERO_POINT), wh, qh.scale,
+                                qh.group_size, _H_SCALE32, None)
+    else:
+        gx = F.linear(x, w_ih)   # the x half of every step at once: it does not depend on h
+
+        def hmat(h):
+            return F.linear(h, w_hh)
     ys = []
     for t in range(x.shape[1]):
-        g = gx[:, t] + F.linear(_fq_h(h) if quant else h, w_hh)
+        g = gx[:, t] + hmat(h)
         if b_ih is not None:
             g = g + b_ih
         if b_hh is not None:
