@@ -132,10 +132,144 @@ def test_failure_leaves_no_partial_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ekm, "write", broken_write)
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("user file")
+    out.mkdir()   # an earlier export: it must survive a failed one untouched
+    (out / "export.json").write_text("{}")
+    (out / "model.ekm").write_bytes(b"old")
     line = one_line_error(run("rnnt", "--bits", "8", "--calib", "1", "--steps", "1",
                               "-o", str(out)))
     assert "disk full" in line
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.ekm"]
+    assert (out / "model.ekm").read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]   # the temp dir is gone too
+
+
+def test_reexport_replaces_the_directory(tmp_path, user_file):
+    """Re-exporting with fewer formats leaves no stale file of the earlier run."""
+    out = tmp_path / "u"
+    args = [f"{user_file}:make", "--input-shape", "1,20,80", "--bits", "8", "--calib", "1",
+            "--steps", "1", "-o", str(out)]
+    assert run(*args, "--format", "ekm,onnx").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.ekm", "model.onnx"]
+    res = run(*args, "--format", "ekm")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.ekm"]
+    assert list(json.loads((out / "export.json").read_text())["formats"]) == ["ekm"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.py", "u"]   # no .old/.tmp left
+
+
+def test_output_dir_that_is_not_an_export_is_refused(tmp_path, monkeypatch):
+    """DIR is replaced as a whole, so a non-empty directory that is not an earlier export (no
+    export.json) is refused before any work, and so are a file and the current directory."""
+    from edgekit.export import pipeline
+
+    def no_compress(*a, **k):
+        raise AssertionError("compress must not run")
+    monkeypatch.setattr("edgekit.compress.compress", no_compress)
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.jpg").write_bytes(b"x")
+    assert "without export.json" in one_line_error(run("rnnt", "-o", str(other)))
+    assert (other / "a.jpg").read_bytes() == b"x"
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert "is a file" in one_line_error(run("rnnt", "-o", str(f)))   # click checks it
+    monkeypatch.chdir(other)
+    assert "current directory" in one_line_error(run("rnnt", "-o", "."))
+    assert "current directory" in one_line_error(run("rnnt", "-o", str(tmp_path)))
+    assert pipeline.check_formats(["ekm"]) == ("ekm",)
+
+
+@pytest.mark.parametrize("fmt,missing", [("onnx", "onnxruntime"), ("onnx", "onnx"),
+                                         ("tflite", "ai_edge_litert")])
+def test_missing_format_package_is_reported_up_front(tmp_path, monkeypatch, fmt, missing):
+    import importlib.util
+    real = importlib.util.find_spec
+
+    def find_spec(name, *a, **k):
+        return None if name == missing else real(name, *a, **k)
+
+    def no_compress(*a, **k):
+        raise AssertionError("compress must not run")
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr("edgekit.compress.compress", no_compress)
+    out = tmp_path / "o"
+    line = one_line_error(run("rnnt", "--format", f"ekm,{fmt}", "-o", str(out)))
+    assert f"format {fmt} needs the Python package(s) {missing}" in line and "pip install" in line
+    assert not out.exists()
+
+
+def test_export_rnnt_onnx(tmp_path):
+    """`--format ekm,onnx`: one ONNX file per graph, their sizes summed, onnxruntime parity."""
+    out = tmp_path / "out"
+    res = run("rnnt", "--bits", "4", "--calib", "1", "--steps", "2", "--format", "ekm,onnx",
+              "-o", str(out))
+    assert res.exit_code == 0, res.output
+    files = [out / f"model.{g}.onnx" for g in ("encoder", "predictor", "joiner")]
+    assert all(f.is_file() for f in files)
+    rep = json.loads((out / "export.json").read_text())
+    onnx = rep["formats"]["onnx"]
+    assert onnx["file_bytes"] == sum(f.stat().st_size for f in files)
+    assert onnx["backend"] == "onnxruntime" and onnx["ort_accuracy_level"] == 0
+    assert set(onnx["parity"]) == {"encoder", "predictor", "joiner"}
+    assert float(onnx["worst_snr_vs_compressed_db"]) >= 40
+    assert onnx["emitter_report"]["flavor"] == "qdq"
+    row = [ln for ln in res.output.splitlines() if "onnxruntime" in ln and "onnx" in ln.split()[1:3]]
+    assert row, res.output
+
+
+def test_onnx_flavor_option(tmp_path, user_file):
+    """--onnx-flavor ort reaches the ONNX emitter (MatMulNBits for the 4-bit linear layer)."""
+    import onnx as onnx_pkg
+    out = tmp_path / "u"
+    res = run(f"{user_file}:make", "--input-shape", "1,20,80", "--bits", "4", "--calib", "1",
+              "--steps", "1", "--format", "onnx", "--onnx-flavor", "ort", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "export.json").read_text())
+    assert rep["formats"]["onnx"]["emitter_report"]["flavor"] == "ort"
+    ops = {n.op_type for f in out.glob("*.onnx") for n in onnx_pkg.load(str(f)).graph.node}
+    assert "MatMulNBits" in ops
+    assert "--onnx-flavor" in one_line_error(run("rnnt", "--onnx-flavor", "qq", "-o", str(out)))
+
+
+def test_layer_bytes_are_the_stored_bytes_inspect_shows(tmp_path, user_file):
+    """The export table's bytes are the §1.8 stored bytes of the tensor in the file."""
+    from edgekit.export import ekm as ekm_io
+    from edgekit.kernels import packing
+    out = tmp_path / "u"
+    assert run(f"{user_file}:make", "--input-shape", "1,20,80", "--bits", "3", "--calib", "1",
+               "--steps", "1", "-o", str(out)).exit_code == 0
+    rep = json.loads((out / "export.json").read_text())
+    m = ekm_io.read(out / "model.ekm")
+    stored = {n: packing.deserialize(bytes(t.data)).nbytes for n, t in m.tensors.items()
+              if t.dtype == "packed"}
+    assert {r["name"]: r["bytes"] for r in rep["layers"]} == stored
+    assert all(r["serialized_bytes"] > r["bytes"] for r in rep["layers"])
+
+
+BIDIR_LSTM = """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(16, 8, batch_first=True, bidirectional=True)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+def make():
+    return Net()
+"""
+
+
+def test_unsupported_rnn_is_one_line_without_torch_warning(tmp_path):
+    import warnings
+    p = tmp_path / "bi.py"
+    p.write_text(textwrap.dedent(BIDIR_LSTM))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = one_line_error(run(f"{p}:make", "--input-shape", "1,5,16", "-o",
+                                  str(tmp_path / "o")))
+    assert "unsupported bidirectional" in line
+    assert not [w for w in caught if "_flat_weights" in str(w.message)]
