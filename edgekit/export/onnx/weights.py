@@ -25,6 +25,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from edgekit.export.onnx.builder import Builder
+from edgekit.export.subbyte import pack_subbyte
 from edgekit.kernels import packing
 
 SIGNED = {8: TensorProto.INT8, 4: TensorProto.INT4, 2: TensorProto.INT2}
@@ -75,25 +76,12 @@ def decode(buf: bytes) -> Decoded:
                    np.asarray(sec.scales, np.float32).reshape(sec.N, -1), mask, sec.nbytes)
 
 
-def pack_subbyte(values: np.ndarray, bits: int) -> bytes:
-    """ONNX raw_data for 2/4-bit element types: element i in bits [(i·b) mod 8, +b) of byte
-    i·b/8 (the first element in the low bits), the last byte zero-padded."""
-    v = (np.asarray(values).reshape(-1).astype(np.int16) & ((1 << bits) - 1)).astype(np.uint8)
-    per = 8 // bits
-    pad = (-v.size) % per
-    v = np.concatenate([v, np.zeros(pad, np.uint8)]).reshape(-1, per)
-    out = np.zeros(v.shape[0], np.uint8)
-    for j in range(per):
-        out |= v[:, j] << np.uint8(j * bits)
-    return out.tobytes()
-
-
 def int_tensor(name: str, values: np.ndarray, elem: int, shape) -> tuple:
     """An integer initializer of any ONNX int width; returns (TensorProto, stored bytes)."""
     bits = {TensorProto.INT2: 2, TensorProto.UINT2: 2, TensorProto.INT4: 4,
             TensorProto.UINT4: 4}.get(elem, 8)
     if bits < 8:
-        raw = pack_subbyte(values, bits)
+        raw = pack_subbyte(values, bits, signed=elem in (TensorProto.INT2, TensorProto.INT4))
     else:
         raw = np.ascontiguousarray(values, np.int8 if elem == TensorProto.INT8 else np.uint8)
         raw = raw.tobytes()

@@ -10,30 +10,21 @@ docs/export-tflite.md.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from edgekit._io import atomic_write_bytes
 from edgekit.export import ir
+from edgekit.export.parity import snr_db
 from edgekit.export.tflite import builder
 from edgekit.export.tflite.ops import Emitter
 from edgekit.export.tflite.runner import Stream
 
-__all__ = ["export", "build_graph", "Stream", "graph_paths", "snr_db"]
+__all__ = ["export", "build_graph", "Stream", "graph_paths"]
 
 OPTS = {"lossless": False, "min_bits": None, "split_groups": True, "calib_steps": 4, "seed": 0, "verify": True,
         "min_layer_snr_db": 10.0, "low_first": True}
-
-
-def snr_db(ref: np.ndarray, got: np.ndarray) -> float:
-    """10·log10(Σref² / Σ(ref−got)²); inf when equal."""
-    ref = np.asarray(ref, np.float64)
-    err = float(np.sum((ref - np.asarray(got, np.float64)) ** 2))
-    if err == 0:
-        return math.inf
-    return 10 * math.log10(max(float(np.sum(ref ** 2)), 1e-30) / err)
 
 
 def graph_paths(model: ir.Model, path) -> dict[str, Path]:
@@ -153,30 +144,30 @@ def _verify(model, g, data, probed, em, feeds, twin_outs, twin_probes) -> dict:
     """Run the integer file with both resolvers; compare outputs and every integer layer."""
     ref = _stream(model, g, probed, "ref", em)
     xnn = _stream(model, g, data, "default")
-    layer_err = {k: [0.0, 0.0] for k in em.probes}
-    out_err = {n: [0.0, 0.0] for n in g.outputs}
+    # Per key, (reference, got) arrays over all steps: SNRs are over the whole run.
+    layer = {k: ([], []) for k in em.probes}
+    out = {n: ([], []) for n in g.outputs}
     max_diff = {n: 0.0 for n in g.outputs}
     for f, want, tp in zip(feeds, twin_outs, twin_probes):
         a, b = ref.step(f), xnn.step(f)
         for n in g.outputs:
             d = float(np.max(np.abs(a[n].astype(np.float64) - b[n]), initial=0))
             max_diff[n] = max(max_diff[n], d)
-            out_err[n][0] += float(np.sum(want[n].astype(np.float64) ** 2))
-            out_err[n][1] += float(np.sum((want[n].astype(np.float64) - b[n]) ** 2))
+            out[n][0].append(want[n].ravel())
+            out[n][1].append(b[n].ravel())
         pv = _probe_values(em, g, ref, a)
-        for key, idx in em.probes.items():
-            q = em.sg.quant_of(idx)
-            got = (pv[key].astype(np.float64) - q[1][0]) * q[0][0]
+        for key in em.probes:
+            q = em.sg.quant_of(em.probes[key])
             r = tp[key[:-2]]  # "<graph>/<op>/<what>_q" ↔ the twin's "<graph>/<op>/<what>"
-            layer_err[key][0] += float(np.sum(r.astype(np.float64) ** 2))
-            layer_err[key][1] += float(np.sum((r - got.reshape(r.shape)) ** 2))
+            layer[key][0].append(r.ravel())
+            layer[key][1].append(((pv[key].astype(np.float64) - q[1][0]) * q[0][0]).ravel())
 
-    def db(s, e):
-        return math.inf if e == 0 else round(10 * math.log10(max(s, 1e-30) / e), 2)
+    def db(pair) -> float:
+        return round(snr_db(np.concatenate(pair[0]), np.concatenate(pair[1])), 2)
 
-    layers = {k[:-2]: db(*v) for k, v in layer_err.items()}
-    return {"output_snr_vs_twin_db": {n: db(*v) for n, v in out_err.items()},
-            "layer_snr_db": layers, "xnnpack_vs_ref_max_abs_diff": max_diff,
+    return {"output_snr_vs_twin_db": {n: db(v) for n, v in out.items()},
+            "layer_snr_db": {k[:-2]: db(v) for k, v in layer.items()},
+            "xnnpack_vs_ref_max_abs_diff": max_diff,
             # Outputs that leave an integer op directly: the same difference in int8 steps.
             "xnnpack_vs_ref_max_lsb": {n: round(max_diff[n] / em.lsb[em.t[n]], 3)
                                        for n in g.outputs if em.t[n] in em.lsb}}

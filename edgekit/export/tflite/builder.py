@@ -1,13 +1,15 @@
 """A small .tflite writer over LiteRT's flatbuffer object API (no TensorFlow needed).
 
 `ModelBuilder` owns buffers, operator codes and subgraphs; `Subgraph` adds tensors (with
-quantization parameters) and operators. Sub-byte weights (INT4, INT2) are packed here, the one
-place that knows LiteRT's order: element 0 of each byte sits in its lowest bits.
+quantization parameters) and operators. Sub-byte weights (INT4, INT2) are packed by
+`edgekit.export.subbyte` (element 0 of each byte in its lowest bits, LiteRT's order).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from edgekit.export.subbyte import pack_subbyte
 
 TYPES = ("f32", "i32", "i64", "i8", "u8", "bool", "int4", "int2", "i16")
 
@@ -24,29 +26,6 @@ def _tensor_type(dtype: str) -> int:
     if dtype not in table:
         raise ValueError(f"unknown tensor dtype {dtype!r}; expected one of {TYPES}")
     return table[dtype]
-
-
-def pack_subbyte(values: np.ndarray, bits: int, low_first: bool = True) -> bytes:
-    """Signed 4- or 2-bit integers, row-major, 8/bits per byte, element 0 in the low bits.
-
-    `low_first=False` reverses the order inside each byte: it exists only so tests can prove
-    that a wrongly packed buffer is caught (LiteRT itself accepts it silently).
-    """
-    if bits not in (4, 2):
-        raise ValueError(f"sub-byte packing is for 4 or 2 bits, got {bits}")
-    flat = np.asarray(values).reshape(-1).astype(np.int64)
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    if flat.size and (flat.min() < lo or flat.max() > hi):
-        raise ValueError(f"INT{bits} values must be in [{lo}, {hi}]")
-    per = 8 // bits
-    vals = (flat & ((1 << bits) - 1)).astype(np.uint8)
-    vals = np.concatenate([vals, np.zeros(-len(vals) % per, np.uint8)]).reshape(-1, per)
-    if not low_first:
-        vals = vals[:, ::-1]
-    out = np.zeros(len(vals), dtype=np.uint8)
-    for j in range(per):
-        out |= (vals[:, j] << (j * bits)).astype(np.uint8)
-    return out.tobytes()
 
 
 def _quant(scale, zero_point, axis: int):

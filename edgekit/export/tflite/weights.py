@@ -10,11 +10,11 @@ values at the chosen width, and the extra error is reported — never hidden.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from edgekit.export.parity import snr_db
 from edgekit.kernels import packing
 
 WIDTHS = {"fc": (2, 4, 8), "conv": (4, 8)}
@@ -95,14 +95,6 @@ def _row_divisor(vals: np.ndarray, bits: int) -> np.ndarray | None:
     return out
 
 
-def _snr_db(ref: np.ndarray, got: np.ndarray) -> float:
-    err = float(np.sum((ref.astype(np.float64) - got) ** 2))
-    sig = float(np.sum(ref.astype(np.float64) ** 2))
-    if err == 0:
-        return math.inf
-    return 10 * math.log10(max(sig, 1e-30) / err)
-
-
 def plan(data: bytes, kind: str, *, lossless: bool = False, min_bits: int | None = None,
          split_groups: bool = True) -> WeightPlan:
     """How to store one packed weight for op `kind` ("fc" or "conv").
@@ -152,4 +144,4 @@ def plan(data: bytes, kind: str, *, lossless: bool = False, min_bits: int | None
     sc = np.where(peak > 0, peak / qmax, 1.0)
     q = np.clip(np.rint(ref / sc[:, None]), -qmax - 1, qmax).astype(np.int8)
     got = q.astype(np.float64) * sc[:, None]
-    return WeightPlan(q, sc, want, bits, False, round(_snr_db(ref, got), 2), sparsity)
+    return WeightPlan(q, sc, want, bits, False, round(snr_db(ref, got), 2), sparsity)
