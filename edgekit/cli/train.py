@@ -60,7 +60,7 @@ def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, l
     (METHODS section 7 loss with entropy-controlled bitrate)."""
     from edgekit import models
     from edgekit.data.dataset import read_manifest
-    from edgekit.train.loop import TrainConfig
+    from edgekit.train.loop import TrainConfig, check_output_path
     from edgekit.train.run import ASR_MODELS, CODEC_MODELS, fit, fit_codec
 
     if model_name not in ASR_MODELS + CODEC_MODELS:
@@ -71,19 +71,24 @@ def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, l
     if recipe and not qat:
         raise EdgekitError("--recipe needs --qat (training a post-training-quantized model "
                            "would undo its rounding)")
+    if batch_size < 1:
+        raise EdgekitError(f"--batch-size must be >= 1, got {batch_size}")
+    if threads < 1:
+        raise EdgekitError(f"--threads must be >= 1, got {threads}")
     try:
+        out = out_path or f"{model_name}-{size}.pt"
+        check_output_path(out)  # a bad path must fail now, not after the whole run
         n_train = len(read_manifest(data_dir, "train"))
         if epochs is not None:
             if not epochs > 0:
                 raise ValueError(f"--epochs must be > 0, got {epochs}")
-            steps = max(1, round(epochs * n_train / max(1, batch_size)))
+            steps = max(1, round(epochs * n_train / batch_size))
         cfg = TrainConfig(steps=steps, lr=lr, warmup=min(warmup, steps), eval_every=eval_every,
                           threads=threads, log_every=50, stop_at=stop_at)
-        out = out_path or f"{model_name}-{size}.pt"
         if model_name in CODEC_MODELS:
             if qat:
                 raise ValueError("--qat is not wired for the codec yet")
-            result = fit_codec(model_name, data_dir, out, cfg, batch_size=batch_size,
+            result = fit_codec(model_name, data_dir, out, cfg, size=size, batch_size=batch_size,
                                target_entropy=target_entropy, seed=seed, log=_log)
             click.echo(f"wrote {out} after {result.step} steps: {json.dumps(result.metrics)}")
             return

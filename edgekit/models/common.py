@@ -78,6 +78,11 @@ def streaming_conv(
     return conv(full), full[:, :, full.shape[2] - cache.shape[2] :]
 
 
+def is_rnnt(model: nn.Module) -> bool:
+    """True for transducer models (they have a prediction network and a joiner)."""
+    return hasattr(model, "predict") and hasattr(model, "joiner")
+
+
 def ctc_greedy_decode(
     logits: torch.Tensor, lengths: torch.Tensor | None = None, blank: int = BLANK
 ) -> list[list[int]]:

@@ -11,12 +11,11 @@ top of the joint logits.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
-from edgekit.models.common import BLANK
+from edgekit.models.common import BLANK, is_rnnt
 
 
 def ctc_loss(logits: torch.Tensor, out_lens: torch.Tensor, tokens: torch.Tensor,
@@ -71,32 +70,6 @@ def rnnt_loss(joint: torch.Tensor, tokens: torch.Tensor, enc_lens: torch.Tensor,
     return -last.mean()
 
 
-def rnnt_loss_brute_force(joint: torch.Tensor, tokens: list[int]) -> float:
-    """Reference transducer loss of one item (T, U+1, V) by enumerating every alignment.
-
-    Exponential in T + U; for tests on tiny cases only.
-    """
-    logp = F.log_softmax(joint.double(), dim=-1)
-    t_max, u1, _ = logp.shape
-    u_max = len(tokens)
-    if u1 != u_max + 1:
-        raise ValueError("joint must be (T, len(tokens)+1, V)")
-    total = []
-
-    def walk(t: int, u: int, acc: float) -> None:
-        if t == t_max - 1 and u == u_max:
-            total.append(acc + float(logp[t, u, BLANK]))
-            return
-        if u < u_max:  # emit the next label, stay on this frame
-            walk(t, u + 1, acc + float(logp[t, u, tokens[u]]))
-        if t < t_max - 1:  # blank: move to the next frame
-            walk(t + 1, u, acc + float(logp[t, u, BLANK]))
-
-    walk(0, 0, 0.0)
-    m = max(total)
-    return -(m + math.log(sum(math.exp(v - m) for v in total)))
-
-
 def spec_augment(feats: torch.Tensor, gen: torch.Generator, freq_masks: int = 2,
                  freq_width: int = 12, time_masks: int = 2, time_width: int = 20) -> torch.Tensor:
     """SpecAugment-style masking (zeros = the normalised mean) on a (B, T, 80) batch.
@@ -120,7 +93,7 @@ def spec_augment(feats: torch.Tensor, gen: torch.Generator, freq_masks: int = 2,
 def make_loss(model, augment: bool = True, seed: int = 0):
     """loss_fn(model, batch) for `edgekit.train.loop.train`: CTC, or RNN-T for transducers."""
     gen = torch.Generator().manual_seed(seed)
-    transducer = hasattr(model, "predict") and hasattr(model, "joiner")
+    transducer = is_rnnt(model)
 
     def loss_fn(m, batch):
         feats = spec_augment(batch["feats"], gen) if augment else batch["feats"]

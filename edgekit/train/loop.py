@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,34 @@ def _train(model, batches, loss_fn, cfg, regularizer, callbacks, evaluate, check
     return result
 
 
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _torch_load_reason(exc: Exception) -> str:
+    """The informative line of a torch.load error (its messages wrap the cause in advice)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(_TORCH_BOILERPLATE)]
+    return (useful or lines or [type(exc).__name__])[0]
+
+
+def check_output_path(path: str | Path) -> None:
+    """ValueError unless `path` can be written (atomically) later: checked before a long run.
+
+    The writers create missing parent directories, so the nearest existing ancestor must be a
+    writable directory, and `path` itself must not be a directory.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: directory {parent} is not writable")
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict, step: int = 0) -> None:
     """Atomically write {"state_dict", "meta", "step"}; meta must be plain JSON-like data."""
     buf = io.BytesIO()
@@ -188,7 +217,8 @@ def load_checkpoint(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ValueError(f"checkpoint {path} not found") from None
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise ValueError(f"{path}: not a loadable weights-only checkpoint ({exc})") from None
+        raise ValueError(f"{path}: not a loadable weights-only checkpoint "
+                         f"({_torch_load_reason(exc)})") from None
     if isinstance(obj, dict) and "state_dict" in obj:
         return obj
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -72,6 +72,8 @@ def fit(
 
     if name not in ASR_MODELS:
         raise ValueError(f"training is implemented for {', '.join(ASR_MODELS)}; got {name!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     cfg = cfg or TrainConfig()
     if model is None:
         model = models.build(name, size, seed=seed, pretrained=False)
@@ -123,21 +125,25 @@ def segment_batches(dataset, batch_size: int, segment: int, seed: int) -> Callab
 
 
 def fit_codec(name: str, data_dir, out=None, cfg: TrainConfig | None = None, *,
-              batch_size: int = 8, segment: int = 4800, target_entropy: float = 3.0,
-              seed: int = 0, dev_limit: int = 10, log=None) -> TrainResult:
+              size: str = "tiny", batch_size: int = 8, segment: int = 4800,
+              target_entropy: float = 3.0, seed: int = 0, dev_limit: int = 10,
+              log=None) -> TrainResult:
     """Train NWC / NWC-CMRL with the METHODS section 7 loss (`edgekit.train.codec`).
 
     Each step codes `batch_size` random crops of `segment` samples (10 hops by default); the
     entropy weight tau moves once per pass over the train split. Dev metrics: SNR, PESQ-WB
-    and entropy bitrate on the first `dev_limit` dev utterances.
+    and entropy bitrate on the first `dev_limit` dev utterances. `size` is recorded and
+    passed to `models.build` (the NWC spec fixes the architecture, so both sizes match).
     """
     from edgekit.eval.codec import evaluate_codec
     from edgekit.train.codec import CodecLoss
 
     if name not in CODEC_MODELS:
         raise ValueError(f"codec training is for {', '.join(CODEC_MODELS)}; got {name!r}")
+    if batch_size < 1 or segment < 1:
+        raise ValueError(f"batch_size and segment must be >= 1, got {batch_size}, {segment}")
     cfg = cfg or TrainConfig()
-    model = models.build(name, "tiny", seed=seed, pretrained=False)
+    model = models.build(name, size, seed=seed, pretrained=False)
     train_set = SpeechDataset(data_dir, "train")
     dev_set = SpeechDataset(data_dir, "dev", limit=dev_limit)
     loss = CodecLoss(model, target_entropy, epoch_steps=max(1, len(train_set) // batch_size))
@@ -149,7 +155,7 @@ def fit_codec(name: str, data_dir, out=None, cfg: TrainConfig | None = None, *,
 
     def checkpoint(m, step, metrics):
         if out is not None:
-            save_checkpoint(out, m, {"model": name, "size": "tiny", "seed": seed, "recipe": None,
+            save_checkpoint(out, m, {"model": name, "size": size, "seed": seed, "recipe": None,
                                      "qat": None, "data": str(data_dir), "steps": cfg.steps,
                                      "batch_size": batch_size, "target_entropy": target_entropy,
                                      "tau": loss.tau, "metrics": metrics}, step)

@@ -19,6 +19,7 @@ from edgekit import models
 from edgekit.eval import evaluate
 from edgekit.models.weights import loader
 from edgekit.train.loop import load_checkpoint
+from edgekit.train.run import ASR_MODELS
 
 
 def _commit() -> str | None:
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ck = load_checkpoint(args.checkpoint)
         meta = ck["meta"]
+        if meta.get("model") not in ASR_MODELS:
+            # the sidecar records test WER/CER; codec checkpoints have no such metric yet
+            raise ValueError(f"{args.checkpoint} holds {meta.get('model') or 'no named model'}; "
+                             f"shipping is implemented for {', '.join(ASR_MODELS)} checkpoints")
         full = evaluate(args.checkpoint, args.data, "test")["accuracy"]
         stream = evaluate(args.checkpoint, args.data, "test", streaming=True)["accuracy"]
     except ValueError as exc:

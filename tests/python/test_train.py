@@ -12,10 +12,32 @@ from click.testing import CliRunner
 
 from edgekit import models
 from edgekit.cli.main import cli
+from edgekit.models.common import BLANK
 from edgekit.models.weights import loader as weights
 from edgekit.train import asr
 from edgekit.train.codec import CodecLoss, mel_rmse
 from edgekit.train.loop import TrainConfig, load_checkpoint, lr_at, save_checkpoint, train
+
+
+def rnnt_loss_brute_force(joint: torch.Tensor, tokens: list[int]) -> float:
+    """Reference transducer loss of one item (T, U+1, V): log-sum over every alignment."""
+    logp = torch.log_softmax(joint.double(), dim=-1)
+    t_max, u_max = logp.shape[0], len(tokens)
+    assert logp.shape[1] == u_max + 1
+    total = []
+
+    def walk(t: int, u: int, acc: float) -> None:
+        if t == t_max - 1 and u == u_max:
+            total.append(acc + float(logp[t, u, BLANK]))
+            return
+        if u < u_max:  # emit the next label, stay on this frame
+            walk(t, u + 1, acc + float(logp[t, u, tokens[u]]))
+        if t < t_max - 1:  # blank: move to the next frame
+            walk(t + 1, u, acc + float(logp[t, u, BLANK]))
+
+    walk(0, 0, 0.0)
+    m = max(total)
+    return -(m + math.log(sum(math.exp(v - m) for v in total)))
 
 
 @pytest.mark.parametrize("t,u,v", [(1, 0, 3), (1, 2, 4), (3, 2, 5), (4, 3, 4), (5, 2, 3)])
@@ -24,7 +46,7 @@ def test_rnnt_loss_equals_brute_force(t, u, v):
     joint = torch.randn(t, u + 1, v, generator=g) * 2
     tokens = torch.randint(1, v, (u,), generator=g)
     ours = asr.rnnt_loss(joint[None], tokens[None], torch.tensor([t]), torch.tensor([u]))
-    assert ours.item() == pytest.approx(asr.rnnt_loss_brute_force(joint, tokens.tolist()),
+    assert ours.item() == pytest.approx(rnnt_loss_brute_force(joint, tokens.tolist()),
                                         abs=1e-5)
 
 
@@ -34,8 +56,8 @@ def test_rnnt_loss_batched_with_padding_and_gradient():
     tokens = torch.tensor([[1, 2, 3], [4, 1, 0]])
     enc_lens, tok_lens = torch.tensor([4, 2]), torch.tensor([3, 2])
     loss = asr.rnnt_loss(joint, tokens, enc_lens, tok_lens)
-    ref = (asr.rnnt_loss_brute_force(joint[0].detach(), [1, 2, 3])
-           + asr.rnnt_loss_brute_force(joint[1, :2, :3].detach(), [4, 1])) / 2
+    ref = (rnnt_loss_brute_force(joint[0].detach(), [1, 2, 3])
+           + rnnt_loss_brute_force(joint[1, :2, :3].detach(), [4, 1])) / 2
     assert loss.item() == pytest.approx(ref, abs=1e-9)
     assert torch.autograd.gradcheck(
         lambda j: asr.rnnt_loss(j, tokens, enc_lens, tok_lens), (joint,), eps=1e-6, atol=1e-5)
@@ -110,13 +132,18 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
     save_checkpoint(tmp_path / "c.pt", m, {"model": "conformer", "size": "tiny"}, step=7)
     ck = load_checkpoint(tmp_path / "c.pt")
     assert ck["step"] == 7 and ck["meta"]["model"] == "conformer"
-    m2 = models.build("conformer", seed=2, pretrained=False)
-    m2.load_state_dict(ck["state_dict"])
-    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(),
-                                                  m2.state_dict().values()))
+    ref = models.build("conformer", seed=1, pretrained=False).state_dict()
+    assert ck["state_dict"].keys() == ref.keys()
+    for key, tensor in ref.items():
+        assert torch.equal(ck["state_dict"][key], tensor), key
+    other = models.build("conformer", seed=2, pretrained=False)
+    assert not torch.equal(other.state_dict()["ctc_head.weight"], ref["ctc_head.weight"])
+    other.load_state_dict(ck["state_dict"])
+    assert all(torch.equal(other.state_dict()[k], t) for k, t in ref.items())
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="weights-only"):
+    with pytest.raises(ValueError, match="weights-only") as bad:
         load_checkpoint(tmp_path / "bad.pt")
+    assert "\n" not in str(bad.value) and "Weights only load failed" not in str(bad.value)
     torch.save({"evil": object()}, tmp_path / "pickle.pt")  # arbitrary objects are refused
     with pytest.raises(ValueError):
         load_checkpoint(tmp_path / "pickle.pt")
@@ -173,6 +200,46 @@ def test_train_cli_errors(tmp_path):
     res = run(cli, ["train", "conformer", "--data", str(tmp_path), "--steps", "1",
                     "--recipe", "int4"])
     assert res.exit_code == 2 and "--qat" in res.output
+    for name in ("nwc", "conformer"):
+        res = run(cli, ["train", name, "--data", str(tmp_path), "--epochs", "1",
+                        "--batch-size", "0"])
+        assert res.exit_code == 2 and "--batch-size must be >= 1" in res.output
+    # an unwritable output is found before any data is read or step is taken
+    res = run(cli, ["train", "conformer", "--data", str(tmp_path), "--steps", "1",
+                    "-o", "/dev/null/x.pt"])
+    assert res.exit_code == 2 and "/dev/null is not a directory" in res.output
+    res = run(cli, ["train", "conformer", "--data", str(tmp_path), "--steps", "1",
+                    "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "is a directory" in res.output
+
+
+def test_check_output_path(tmp_path):
+    from edgekit.train.loop import check_output_path
+
+    check_output_path(tmp_path / "new" / "deeper" / "c.pt")  # parents are created on write
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        check_output_path(tmp_path / "file" / "c.pt")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        import os
+
+        if os.access(locked, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root")
+        with pytest.raises(ValueError, match="not writable"):
+            check_output_path(locked / "c.pt")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_fit_rejects_zero_batch_size(tmp_path):
+    from edgekit.train.run import fit, fit_codec
+
+    with pytest.raises(ValueError, match="batch_size"):
+        fit_codec("nwc", tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        fit("conformer", "tiny", tmp_path, batch_size=0)
 
 
 @pytest.fixture(scope="module")
@@ -221,9 +288,10 @@ def test_codec_training_runs_and_checkpoints(tmp_path, corpus):
     from edgekit.train.run import fit_codec
 
     out = tmp_path / "nwc.pt"
-    res = fit_codec("nwc", corpus, out, TrainConfig(steps=2, warmup=1), batch_size=2,
-                    segment=960, dev_limit=1)
+    res = fit_codec("nwc", corpus, out, TrainConfig(steps=2, warmup=1), size="small",
+                    batch_size=2, segment=960, dev_limit=1)
     assert res.step == 2 and set(res.metrics) == {"dev_snr", "dev_pesq_wb",
                                                   "dev_bitrate_entropy_bps"}
     ck = load_checkpoint(out)
     assert ck["meta"]["model"] == "nwc" and "tau" in ck["meta"]
+    assert ck["meta"]["size"] == "small"  # --size is passed through, not replaced by tiny
