@@ -152,7 +152,8 @@ def test_activation_calibration(method):
         err = np.mean((fake_quant_np(v, scale, zp) - v) ** 2)
         assert err <= np.mean((fake_quant_np(v, s0, z0) - v) ** 2)
     xq = torch.fake_quantize_per_tensor_affine(x, scale, zp, -128, 127)
-    torch.testing.assert_close(layer(x), layer.base(xq), rtol=0, atol=0)
+    # calibrated layers accumulate exactly (layers.exact_linear): equal up to float GEMM rounding
+    torch.testing.assert_close(layer(x), layer.base(xq), rtol=1e-5, atol=1e-5)
     assert not torch.equal(layer(x), layer.base(x))
 
 
