@@ -100,14 +100,17 @@ class OrtRunner:
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str, model: ir.Model, graph: str):
+    def __init__(self, path: str, model: ir.Model, graph: str,
+                 accuracy_level: str | None = str(ORT_ACCURACY_LEVEL)):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         # Level 4 (the default) fuses DequantizeLinear+MatMul into MatMulNBits with int8
-        # activations re-quantized per block: a different model. Parity measures the file.
-        opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level",
-                                      str(ORT_ACCURACY_LEVEL))
+        # activations re-quantized per block: a different model. Parity measures the file;
+        # None keeps onnxruntime's default (what a user gets, e.g. for latency).
+        if accuracy_level is not None:
+            opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level",
+                                          accuracy_level)
         self.s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         g = model.graphs[graph]
         self.outputs = list(g.outputs)
