@@ -22,30 +22,45 @@ from edgekit.data.dataset import SpeechDataset, calibration_batches
 __all__ = ["evaluate", "load_target"]
 
 
-def load_target(target: str, size: str = "tiny", recipe: str | None = None,
+# Exported graphs edgekit eval can score: CTC logits per chunk. RNN-T artifacts are three
+# graphs (encoder/predictor/joiner) and codec artifacts map samples to samples; neither is
+# decoded from an artifact yet, so they are refused rather than scored as CTC.
+ARTIFACT_MODELS = ("conformer", "conmer")
+
+
+def load_target(target: str, size: str | None = None, recipe: str | None = None,
                 data_dir=None) -> tuple[str, object, dict]:
     """Resolve `target` to (zoo model name, nn.Module or Runner, description).
 
     A zoo name builds the model (shipped trained weights when they exist); a `.pt` is an
     `edgekit train` checkpoint; `.ekm`/`.onnx`/`.tflite` open a runner. `recipe` compresses
-    a PyTorch model first (calibrated on 8 train utterances of `data_dir`).
+    a PyTorch model first (calibrated on 8 train utterances of `data_dir`). `size` (default
+    tiny) applies to zoo names; a checkpoint or artifact carries its own, so a differing
+    `size`, or any `recipe` for an artifact, is a ValueError.
     """
-    from edgekit.eval.runners import RUNNERS, open_runner
-    from edgekit.train.loop import load_checkpoint
+    from edgekit.eval.runners import RUNNERS
 
     path = Path(target)
+    if path.suffix.lower() in (*RUNNERS, ".onnx", ".tflite"):
+        return _load_artifact(path, size, recipe)
     if target in models.names():
-        name = target
+        name, size = target, size or "tiny"
         model = models.build(name, size)
         info = models.pretrained_info(name, size)
         desc = {"source": "zoo", "name": name, "size": size,
                 "weights": "trained" if info else "random (no checkpoint ships)"}
     elif path.suffix == ".pt":
+        from edgekit.train.loop import load_checkpoint
+
         ckpt = load_checkpoint(path)
         meta = ckpt.get("meta") or {}
-        name, size = meta.get("model"), meta.get("size", size)
+        name = meta.get("model")
         if name not in models.names():
             raise ValueError(f"{path}: checkpoint does not say which zoo model it holds")
+        if size is not None and meta.get("size", size) != size:
+            raise ValueError(f"{path} holds a {name} {meta['size']} checkpoint; --size {size} "
+                             "does not apply (leave it out)")
+        size = meta.get("size", size or "tiny")
         model = models.build(name, size, pretrained=False, **_overrides(meta, name, size))
         try:
             if meta.get("qat"):
@@ -58,8 +73,6 @@ def load_target(target: str, size: str = "tiny", recipe: str | None = None,
             raise ValueError(f"{path}: weights do not fit {name} {size}: {exc}") from None
         desc = {"source": "checkpoint", "path": str(path), "name": name, "size": size,
                 "step": ckpt.get("step"), "qat": meta.get("qat"), "recipe": meta.get("recipe")}
-    elif path.suffix.lower() in (*RUNNERS, ".onnx", ".tflite"):
-        return "artifact", open_runner(path), {"source": "artifact", "path": str(path)}
     else:
         raise ValueError(f"{target!r} is neither a zoo model ({', '.join(models.names())}) "
                          "nor a .pt/.ekm/.onnx/.tflite file")
@@ -73,6 +86,29 @@ def load_target(target: str, size: str = "tiny", recipe: str | None = None,
     return name, model.eval(), desc
 
 
+def _load_artifact(path: Path, size: str | None, recipe: str | None) -> tuple[str, object, dict]:
+    """(model name from the artifact's META, Runner, description); refuses what eval cannot score."""
+    from edgekit.eval.runners import open_runner
+
+    if recipe:
+        raise ValueError(f"--recipe does not apply to an exported artifact ({path} is already "
+                         "compressed); give the zoo model or checkpoint to compress it")
+    if size is not None:
+        raise ValueError(f"--size does not apply to an exported artifact ({path} carries its "
+                         "own); leave it out")
+    runner = open_runner(path)
+    meta = getattr(runner, "meta", None) or {}
+    source = meta.get("source") or {}
+    name = source.get("model")
+    if name not in ARTIFACT_MODELS:
+        what = f"zoo model {name!r}" if name else "no zoo model name in its metadata"
+        raise ValueError(f"{path} holds {what}; edgekit eval scores only "
+                         f"{'/'.join(ARTIFACT_MODELS)} (CTC) artifacts so far — evaluate the "
+                         "PyTorch model or checkpoint instead")
+    return name, runner, {"source": "artifact", "path": str(path), "name": name,
+                          "size": source.get("size"), "recipe": (meta.get("recipe") or {}).get("name")}
+
+
 def _overrides(meta: dict, name: str, size: str) -> dict:
     """Config fields of a checkpoint that differ from the zoo default (e.g. chunk_frames)."""
     saved = meta.get("config") or {}
@@ -83,12 +119,13 @@ def _overrides(meta: dict, name: str, size: str) -> dict:
             and default[k] != v}
 
 
-def evaluate(target: str, data_dir, split: str = "test", size: str = "tiny",
+def evaluate(target: str, data_dir, split: str = "test", size: str | None = None,
              recipe: str | None = None, streaming: bool = False,
              limit: int | None = None, threads: int = 1) -> dict:
     """Score `target` on `split` of the corpus at `data_dir`; see the module docstring.
 
-    Returns {"target", "split", "data", "accuracy": {...}, "examples"?}.
+    Returns {"target", "split", "data", "accuracy": {...}, "examples"?}; `accuracy["model"]`
+    says where the weights came from (`"weights": "random ..."` for an untrained zoo model).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

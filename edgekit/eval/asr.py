@@ -17,12 +17,13 @@ from torch import nn
 from edgekit.data import vocab
 from edgekit.eval import metrics
 from edgekit.models import ctc_greedy_decode, rnnt_greedy_decode
-from edgekit.models.common import pad_to_multiple
+from edgekit.models.common import is_rnnt, pad_to_multiple
+from edgekit.train.asr import ctc_out_lens
 
 
-def is_rnnt(model: nn.Module) -> bool:
-    """True for transducer models (they have a prediction network)."""
-    return hasattr(model, "predict") and hasattr(model, "joiner")
+def _ctc_frames(feat_frames: int) -> int:
+    """Logit frames that belong to an utterance of `feat_frames` (the rest is chunk padding)."""
+    return int(ctc_out_lens(torch.tensor(feat_frames)))
 
 
 @torch.no_grad()
@@ -40,7 +41,7 @@ def transcribe(model: nn.Module, feats: torch.Tensor, streaming: bool = False) -
             enc, state = model.step(x[:, i : i + chunk], state)
             hyps, dec = rnnt_greedy_decode(model, enc, dec)
         return vocab.decode(dec["hyps"][0])
-    n_out = -(-feats.shape[0] // 4)
+    n_out = _ctc_frames(feats.shape[0])
     if not streaming:
         # padded to whole chunks as a device sees it: the last chunk's frames attend to each
         # other, so an unpadded ragged chunk would give (slightly) different logits
@@ -70,7 +71,7 @@ def evaluate_asr(model_or_runner, dataset, streaming: bool = False,
         item = dataset[i]
         t0 = time.perf_counter()
         if isinstance(model_or_runner, Runner):
-            n_out = -(-item["feats"].shape[0] // 4)
+            n_out = _ctc_frames(item["feats"].shape[0])
             logits = model_or_runner.stream(item["feats"][None])[:, :n_out]
             hyp = vocab.decode(ctc_greedy_decode(torch.as_tensor(logits))[0])
         else:

@@ -50,10 +50,15 @@ def _pair(ref, est) -> tuple[np.ndarray, np.ndarray]:
 
 
 def snr(ref, est) -> float:
-    """Signal-to-noise ratio in dB of `est` against `ref` (inf for an exact copy)."""
-    ref, est = _pair(ref, est)
-    noise = np.sum((ref - est) ** 2)
-    return math.inf if noise == 0 else float(10 * np.log10(np.sum(ref**2) / noise + 1e-300))
+    """Signal-to-noise ratio in dB of `est` against `ref` (inf for an exact copy).
+
+    The formula is `edgekit.compress.snr_db`'s; this adds the length check and reports an
+    exact copy as inf (a number JSON and means can hold) instead of None.
+    """
+    from edgekit.compress.report import snr_db
+
+    db = snr_db(*_pair(ref, est))
+    return math.inf if db is None else float(db)
 
 
 def si_snr(ref, est) -> float:

@@ -78,6 +78,7 @@ class SessionRunner(Runner):
         from edgekit.runtime import Session  # written by the runtime engineer
 
         self.session = Session(str(path), threads=threads)
+        self.meta = self.session.meta  # META JSON; meta["source"]["model"] names the zoo model
         self.input = self.session.inputs[0]["name"]
         self.chunk = int(self.session.inputs[0]["shape"][1])
 
