@@ -13,7 +13,6 @@ N samples give floor(N / 160) + 1 frames.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
@@ -67,7 +66,3 @@ def num_frames(samples: int) -> int:
     """Frames `log_mel` returns for `samples` samples."""
     return samples // HOP + 1
 
-
-def seconds_to_frames(seconds: float) -> int:
-    """Frames for a duration (rounded up)."""
-    return math.ceil(seconds * SAMPLE_RATE / HOP)

@@ -133,8 +133,16 @@ def espeak_path() -> str:
 def _espeak(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "out.wav"
-        subprocess.run([espeak_path(), "-v", voice, "-s", str(rate), "-p", str(pitch),
-                        "-w", str(wav), text], check=True, capture_output=True, timeout=60)
+        cmd = [espeak_path(), "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(wav),
+               text]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+        except subprocess.CalledProcessError as exc:
+            err = " ".join(exc.stderr.decode("utf-8", "replace").split()) or "no message"
+            raise ValueError(f"espeak-ng failed (exit {exc.returncode}) for voice {voice!r}: "
+                             f"{err}") from None
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"espeak-ng did not finish in 60 s for voice {voice!r}") from None
         return read_wav(wav, expect_rate=ESPEAK_RATE)
 
 
@@ -232,7 +240,11 @@ def synthesize(
     meta = {"format": FORMAT_VERSION, "sample_rate": SAMPLE_RATE, **(meta or {})}
     info = out / "corpus.json"
     if info.exists():
-        old = json.loads(info.read_text())
+        try:
+            old = json.loads(info.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"{info} is unreadable or not JSON ({exc}); remove it or use a "
+                             "new dir") from None
         if old != meta:
             raise ValueError(f"{out} holds a corpus made with {old}, not {meta}; use a new dir")
     else:

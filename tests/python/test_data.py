@@ -80,6 +80,33 @@ def test_missing_espeak_is_a_clear_cli_error(monkeypatch, tmp_path):
     assert "espeak-ng not found" in res.output and "Traceback" not in res.output
 
 
+def test_failing_espeak_is_a_one_line_error(monkeypatch, tmp_path):
+    fake = tmp_path / "espeak-ng"
+    fake.write_text("#!/bin/sh\necho 'Error: voice not found' >&2\necho 'second line' >&2\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(synth.shutil, "which", lambda name: str(fake))
+    res = CliRunner().invoke(cli, ["data", "synth", "-o", str(tmp_path / "c"), "--hours", "0.002"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "espeak-ng failed (exit 1)" in res.output
+    assert "Error: voice not found second line" in res.output  # its stderr, on one line
+    assert len(res.output.strip().splitlines()) == 1
+
+    def hang(*args, **kwargs):
+        raise synth.subprocess.TimeoutExpired(args[0], 60)
+
+    monkeypatch.setattr(synth.subprocess, "run", hang)
+    with pytest.raises(ValueError, match="did not finish in 60 s"):
+        synth.render(synth.plan_small(1)[0])
+
+
+def test_corrupt_corpus_json_names_the_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(synth.shutil, "which", lambda name: "/bin/true")
+    (tmp_path / "corpus.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corpus.json is unreadable or not JSON"):
+        synth.synthesize(synth.plan_small(1), tmp_path)
+
+
 def test_cli_rejects_bad_hours(tmp_path):
     res = CliRunner().invoke(cli, ["data", "synth", "-o", str(tmp_path), "--hours", "-1"])
     assert res.exit_code == 2 and "hours" in res.output
