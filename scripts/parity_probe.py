@@ -2,9 +2,12 @@
 
 Every intermediate of one graph is published as a graph output, the file is run on the C++
 runtime (`Session`) and, op by op, torch recomputes each op from the *runtime's own inputs*:
-an op whose result is not bit-identical to torch's is one whose float rounding differs (the
-q-ops are recomputed through their compressed torch module, i.e. fake-quant + float GEMM).
-Then the end-to-end SNR of the runtime vs the compressed model is printed.
+an op whose result is not bit-identical to torch's is one whose float rounding differs. The
+q-ops are recomputed through their compressed torch module, whose calibrated forward is the
+runtime's integer arithmetic (`edgekit.compress.layers.exact_linear`), so they must show no
+difference at all; the float ops (LayerNorm, softmax, matmul, SiLU, GLU) do, by a few ulps.
+Then the end-to-end SNR of the runtime vs the compressed model is printed. `--gemm-order`
+shows why the fake-quant float GEMM the compressed model used before could not be matched.
 
     .venv/bin/python scripts/parity_probe.py conformer --size tiny --recipe int8
 """
@@ -123,12 +126,11 @@ VARIANTS = {"A": FLOAT_OPS, "B": Q_OPS, "C": FLOAT_OPS + Q_OPS,
 
 def what_if(name, size, recipe, calib_n, steps, variants="ABCLV", built=None, quiet=False):
     """End-to-end SNRs that separate the two sources of rounding difference:
-    A: float ops as torch, q-ops int32-exact (the C++ q-ops) vs the compressed model: what a
-       runtime whose every float op rounds exactly like torch would reach;
-    B: float ops as numpy, q-ops as torch (fake-quant + float GEMM) vs the compressed model;
+    A: float ops as torch, q-ops by the kernels (int32-exact) vs the compressed model: with the
+       compressed model's integer-exact q-ops this is inf unless the hybrid is wrong;
+    B: float ops as numpy, q-ops as torch modules vs the compressed model: the float ops' cost;
     C: float ops and q-ops as torch vs the compressed model (checks the hybrid itself);
-    D: the C++ runtime vs A (needs A): what the runtime's float ops alone cost when the
-       reference accumulates the q-ops exactly too;
+    D: the C++ runtime vs A (needs A): what the runtime's float ops alone cost;
     L / V: as C but only qlinear (L) or only qconv1d (V) through torch.
     Returns {graph/output: {"runtime": dB, variant: dB, ...}}; `built`: a `build` result."""
     if not parity.runtime_available():
@@ -216,13 +218,16 @@ def _op_args(op, env, mir):
     return args
 
 
-def probe(name, size, recipe, calib_n, steps, graph_filter=None):
+def probe(name, size, recipe, calib_n, steps, graph_filter=None, built=None, quiet=False):
     """Print, per op type, how many of the runtime's op results differ from torch's on the
     same (runtime-computed) inputs: elements differing, the largest difference in ulps, and
     the largest difference relative to the tensor's largest magnitude (ulps near zero are
-    large and harmless; the relative figure is what moves a rounding boundary)."""
+    large and harmless; the relative figure is what moves a rounding boundary). Returns
+    {graph: {op type: [checked, differing, elements differing, max ulp, max relative]}};
+    `built`: a `build` result."""
     from edgekit.runtime import Session
-    fp32, q, specs, mir = build(name, size, recipe, calib_n)
+    fp32, q, specs, mir = built or build(name, size, recipe, calib_n)
+    result = {}
     feeds = example_feeds(name, fp32, specs, steps, seed=0)
     for spec in [s for s in specs if graph_filter in (None, s.name)]:
         g = mir.graphs[spec.name]
@@ -258,6 +263,9 @@ def probe(name, size, recipe, calib_n, steps, graph_filter=None):
                         rel = np.abs(want - got).max() / max(np.abs(want).max(), 1e-30)
                         row[1:] = [row[1] + 1, row[2] + int(bad.sum()), max(row[3], int(ulp)),
                                    max(row[4], float(rel))]
+        result[spec.name] = {t: list(r) for t, r in diff.items()}
+        if quiet:
+            continue
         print(f"== {name} {size} {recipe} graph {spec.name}: runtime op results that differ "
               f"from torch's on the same inputs")
         print(f"{'op':12s} {'checked':>8s} {'differ':>7s} {'elems':>8s} {'max ulp':>8s} "
@@ -268,6 +276,7 @@ def probe(name, size, recipe, calib_n, steps, graph_filter=None):
             db = parity.snr_db(np.concatenate([x.ravel() for x in ref[o]]),
                                np.concatenate([x[o].ravel() for x in outs_all]))
             print(f"  end-to-end {o}: {db:.1f} dB vs compressed")
+    return result
 
 
 def main():

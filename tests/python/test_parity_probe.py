@@ -1,6 +1,7 @@
 """scripts/parity_probe.py on the tiny Conformer at int8: the probe's op-by-op torch
-recomputation is faithful, and the runtime's distance from the compressed model is the q-ops'
-exact accumulation, not its float ops (docs/export.md, "Parity and what limits it")."""
+recomputation is faithful, the compressed model's q-ops equal the runtime's bit for bit on the
+runtime's own inputs, and what is left between them is the float ops' last bits (docs/export.md,
+"Parity and what limits it")."""
 
 from __future__ import annotations
 
@@ -48,3 +49,15 @@ def test_runtime_meets_the_bar_against_an_exact_accumulation_reference(probe, bu
         pytest.skip("C++ runtime not built")
     res = probe.what_if("conformer", "tiny", "int8", 2, 3, variants="A", built=built, quiet=True)
     assert res and all(r["D"] >= 40 for r in res.values()), res
+
+
+def test_q_ops_equal_the_runtime_on_its_own_inputs(probe, built):
+    """The calibrated compressed layers compute the runtime's integer arithmetic: recomputed
+    by torch from the runtime's inputs, no qlinear/qconv1d element may differ."""
+    from edgekit.runtime import available
+    if not available():
+        pytest.skip("C++ runtime not built")
+    res = probe.probe("conformer", "tiny", "int8", 2, 2, built=built, quiet=True)
+    rows = [r for g in res.values() for t, r in g.items() if t in ("qlinear", "qconv1d")]
+    assert rows and all(r[0] > 0 for r in rows), res
+    assert all(r[1] == 0 for r in rows), res
