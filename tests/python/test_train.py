@@ -295,3 +295,13 @@ def test_codec_training_runs_and_checkpoints(tmp_path, corpus):
     ck = load_checkpoint(out)
     assert ck["meta"]["model"] == "nwc" and "tau" in ck["meta"]
     assert ck["meta"]["size"] == "small"  # --size is passed through, not replaced by tiny
+
+
+def test_ship_refuses_a_codec_checkpoint(tmp_path, capsys):
+    from edgekit.train import ship
+
+    save_checkpoint(tmp_path / "nwc.pt", models.build("nwc", pretrained=False),
+                    {"model": "nwc", "size": "tiny"})
+    assert ship.main([str(tmp_path / "nwc.pt"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ship: error:") and "holds nwc" in err and "\n" not in err
