@@ -133,3 +133,14 @@ class Model:
     tensors: dict[str, Tensor]
     graphs: dict[str, Graph]
     meta: dict = field(default_factory=dict)
+
+
+def payload_bytes(model: Model) -> tuple[int, int]:
+    """(stored bytes of the packed weights by §1.8, bytes of the other constants): the
+    theoretical size every exporter's file is compared with, computed in one place."""
+    from edgekit.kernels import packing
+    packed = sum(packing.deserialize(bytes(t.data)).nbytes for t in model.tensors.values()
+                 if t.dtype == "packed")
+    consts = sum(t.nbytes for t in model.tensors.values()
+                 if t.kind == "const" and t.dtype != "packed")
+    return packed, consts
