@@ -31,53 +31,22 @@ from edgekit._io import atomic_write_json
 LEVELS = ("0", "4")
 
 
-def _session(path, level: str | None):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    if level is not None:
-        so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", level)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-class Stream:
-    """One ONNX graph stepped with its `<state>:next` outputs fed back (zeros at start)."""
-
-    def __init__(self, path, mir, graph: str, level: str | None):
-        from edgekit.export import ir
-        self.s = _session(path, level)
-        g = mir.graphs[graph]
-        self.outputs = list(g.outputs)
-        self.names = [o.name for o in self.s.get_outputs()]
-        self.zero = {s: np.zeros(mir.tensors[s].shape, ir.NP_DTYPES[mir.tensors[s].dtype])
-                     for s, _ in g.states}
-        self.state = dict(self.zero)
-
-    def step(self, feed: dict) -> dict:
-        res = dict(zip(self.names, self.s.run(None, {**feed, **self.state})))
-        self.state = {s: res[s + ":next"] for s in self.state}
-        return {o: res[o] for o in self.outputs}
-
-
-def worst_snr(got: dict, ref: dict) -> float:
-    """Lowest SNR over graphs and outputs, outputs concatenated over the steps."""
-    from edgekit.export.parity import snr_db
-    return min(snr_db(np.concatenate([r.ravel() for r in ref[g][o]]),
-                      np.concatenate([x.ravel() for x in got[g][o]]))
-               for g in ref for o in ref[g])
+def worst_snrs(got: dict, ref_q: dict | None, ref_f: dict) -> tuple:
+    """(worst SNR vs the compressed model or None, worst vs fp32) over graphs and outputs."""
+    from edgekit.export.parity import compare, worst
+    par = {g: compare(got[g], (ref_q or ref_f)[g], ref_f[g]) for g in ref_f}
+    return (worst(par) if ref_q else None), worst(par, "snr_vs_fp32_db")
 
 
 def run_files(files: dict, mir, feeds: dict, level) -> dict:
-    from edgekit.export.parity import run_steps
-    return {g: run_steps(Stream(files[g], mir, g, level), feeds[g]) for g in mir.graphs}
+    from edgekit.export.parity import OrtRunner, run_steps
+    return {g: run_steps(OrtRunner(files[g], mir, g, level), feeds[g]) for g in mir.graphs}
 
 
 def latency_us(path, mir, graph: str, feed: dict, level, iters: int) -> dict:
     """Steady-state time of one streaming step (state carried), one thread."""
-    st = Stream(path, mir, graph, level)
+    from edgekit.export.parity import OrtRunner
+    st = OrtRunner(path, mir, graph, level)
     for _ in range(5):
         st.step(feed)
     t = []
@@ -96,10 +65,9 @@ def _r(v):
 def measure_files(files, mir, feeds, ref_q, ref_f, stream_graph, iters) -> dict:
     out = {}
     for level in LEVELS:
-        got = run_files(files, mir, feeds, level)
+        vs_q, vs_f = worst_snrs(run_files(files, mir, feeds, level), ref_q, ref_f)
         out[f"level{level}"] = {
-            "snr_vs_compressed_db": _r(worst_snr(got, ref_q)) if ref_q else None,
-            "snr_vs_fp32_db": _r(worst_snr(got, ref_f)),
+            "snr_vs_compressed_db": _r(vs_q), "snr_vs_fp32_db": _r(vs_f),
             "latency": latency_us(files[stream_graph], mir, stream_graph,
                                   feeds[stream_graph][0], level, iters)}
     return out
@@ -114,7 +82,8 @@ def peers(fp32_files: dict, mir, feeds, calib_feeds, ref_f, stream_graph, iters,
 
     class Reader(CalibrationDataReader):
         def __init__(self, path, g):
-            st = Stream(path, mir, g, None)
+            from edgekit.export.parity import OrtRunner
+            st = OrtRunner(path, mir, g, None)
             self.items = []
             for f in calib_feeds[g]:
                 self.items.append({**f, **st.state})
@@ -175,7 +144,8 @@ def edgekit_runtime_latency(mir, path: Path, graph: str, feed: dict, iters: int)
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
 
 
-def measure_model(name, size, recipes, steps, calib, iters, tmp: Path) -> dict:
+def measure_model(name, size, recipes, steps, calib, iters, tmp: Path,
+                  sizes_only: bool = False) -> dict:
     from edgekit.compress import compress
     from edgekit.export import onnx as ek_onnx
     from edgekit.export import pipeline
@@ -192,18 +162,22 @@ def measure_model(name, size, recipes, steps, calib, iters, tmp: Path) -> dict:
     stream = next((s.name for s in specs if s.streaming), specs[0].name)
     rep = ek_onnx.export(fir, tmp / f"{name}.fp32.onnx")
     fp32_files = {g: f["path"] for g, f in rep["files"].items()}
+    # sizes_only: file bytes without onnxruntime runs, peers or latency (minutes less).
+    measure = (lambda *a: {}) if sizes_only else measure_files
     res = {"model": name, "size": size, "stream_graph": stream,
            "fp32": {"file_bytes": rep["file_bytes"],
-                    **measure_files(fp32_files, fir, feeds, None, ref_f, stream, iters)},
+                    **measure(fp32_files, fir, feeds, None, ref_f, stream, iters)},
            "recipes": {}}
-    res["peers"] = peers(fp32_files, fir, feeds, calib_feeds, ref_f, stream, iters, tmp)
+    if not sizes_only:
+        res["peers"] = peers(fp32_files, fir, feeds, calib_feeds, ref_f, stream, iters, tmp)
     for recipe in recipes:
         rcfg = pipeline.ExportConfig(model=name, out="unused", size=size, recipe=recipe,
                                      calib=calib)
         model = compress(fp32, pipeline.make_recipe(rcfg)[0], calib=batches)
         pipeline.calibrate_activations(model, batches)
         mir = lower(model, specs, {})
-        ref_q = {s.name: run_steps(TorchRunner(model, s), feeds[s.name]) for s in specs}
+        ref_q = {} if sizes_only else {s.name: run_steps(TorchRunner(model, s), feeds[s.name])
+                                       for s in specs}
         rows = {}
         for label, kw in (("qdq", {}), ("qdq-exact", {"exact_act": True}),
                           ("ort", {"flavor": "ort"})):
@@ -214,9 +188,10 @@ def measure_model(name, size, recipes, steps, calib, iters, tmp: Path) -> dict:
                            "vs_theoretical": _r(r["file_bytes"] / r["theoretical_bytes"]),
                            "widened_layers": len(r["widened_layers"]), "opset": r["opset"],
                            "storage": sorted({row["storage"] for row in r["layers"]}),
-                           **measure_files(files, mir, feeds, ref_q, ref_f, stream, iters)}
-        rows["edgekit_runtime"] = edgekit_runtime_latency(mir, tmp / f"{name}.{recipe}.ekm", stream,
-                                                          feeds[stream][0], iters)
+                           **measure(files, mir, feeds, ref_q, ref_f, stream, iters)}
+        if not sizes_only:
+            rows["edgekit_runtime"] = edgekit_runtime_latency(
+                mir, tmp / f"{name}.{recipe}.ekm", stream, feeds[stream][0], iters)
         res["recipes"][recipe] = rows
         print(json.dumps({name: {recipe: {k: (v.get("file_bytes"), v.get("level0"))
                                          for k, v in rows.items()}}}), flush=True)
@@ -232,6 +207,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", type=int, default=4)
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--out", default="out/measure_onnx.json")
+    ap.add_argument("--sizes-only", action="store_true", help="file sizes only (no runs)")
     a = ap.parse_args(argv)
     if min(a.steps, a.calib, a.iters) < 1:
         print("error: --steps, --calib and --iters must be >= 1", file=sys.stderr)
@@ -246,7 +222,7 @@ def main(argv=None) -> int:
         for name in a.models.split(","):
             try:
                 result["models"].append(measure_model(name, a.size, a.recipes.split(","), a.steps,
-                                                      a.calib, a.iters, Path(d)))
+                                                      a.calib, a.iters, Path(d), a.sizes_only))
             except (EdgekitError, ValueError) as exc:
                 print(f"error: {name}: {exc}", file=sys.stderr)
                 return 2

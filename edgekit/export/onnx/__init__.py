@@ -245,10 +245,7 @@ def export(model: ir.Model, path, flavor: str = "qdq", opset: int | None = None,
         atomic_write_bytes(p, data)
         files[name] = {"path": str(p), "bytes": len(data)}
         total += len(data)
-    packed = sum(packing.deserialize(t.data).nbytes
-                 for t in model.tensors.values() if t.dtype == "packed")
-    consts = sum(t.nbytes for t in model.tensors.values()
-                 if t.kind == "const" and t.dtype != "packed")
+    packed, consts = ir.payload_bytes(model)
     widened = sorted({row["layer"] for row in report["layers"] if row["widened"]})
     return {"format": "onnx", "files": files, "file_bytes": total,
             "theoretical_bytes": packed + consts, "packed_bytes": packed,
