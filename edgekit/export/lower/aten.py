@@ -407,3 +407,42 @@ def _fold_into_conv(b: Builder, node, x, a: torch.Tensor, shift: torch.Tensor):
         if row["name"] == wname:
             row["bn_folded"] = True
     return x
+
+
+@_reg("aten.scaled_dot_product_attention.default")
+def _sdpa(b, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+          enable_gqa=False):
+    """softmax(q·kᵀ·scale + mask)·v as matmul, mul, add/where, softmax, matmul (what
+    nn.MultiheadAttention with need_weights=False and F.scaled_dot_product_attention call)."""
+    if dropout_p:
+        raise EdgekitError(f"unsupported attention dropout {dropout_p} at {b.path} "
+                           f"(export the model in eval mode)")
+    qs, ks, vs = _shape_of(q), _shape_of(k), _shape_of(v)
+    if enable_gqa or qs[:-2] != ks[:-2] or ks[:-1] != vs[:-1]:
+        raise EdgekitError(f"unsupported attention shapes q{qs} k{ks} v{vs} at {b.path}")
+    lq, s_len, e = qs[-2], ks[-2], qs[-1]
+    perm = list(range(len(ks) - 2)) + [len(ks) - 1, len(ks) - 2]
+    kt = transpose(b, k, perm, ks[:-2] + (e, s_len))
+    scores_shape = qs[:-1] + (s_len,)
+    s = b.op1("matmul", [q, kt], scores_shape)
+    scale = 1.0 / math.sqrt(e) if scale is None else float(scale)
+    s = b.op1("mul", [s, b.const(torch.tensor(scale))], scores_shape)
+    if is_causal:
+        if attn_mask is not None:
+            raise EdgekitError(f"attention with both a mask and is_causal at {b.path}")
+        # torch aligns the causal triangle to the top-left corner (query i sees keys <= i)
+        attn_mask = Const(torch.ones(lq, s_len, dtype=torch.bool).tril())
+    if attn_mask is not None:
+        if _mask_dtype(b, attn_mask) == "u8":   # boolean: True = may attend
+            neg = b.const(torch.tensor(-math.inf))
+            s = b.op1("where", [attn_mask, s, neg], scores_shape)
+        else:
+            s = b.op1("add", [s, attn_mask], scores_shape)
+    p = b.op1("softmax", [s], scores_shape, ints=[len(scores_shape) - 1])
+    return b.op1("matmul", [p, v], out_shape(node))
+
+
+def _mask_dtype(b: Builder, mask) -> str:
+    if isinstance(mask, Const):
+        return "u8" if mask.value.dtype == torch.bool else "f32"
+    return b.val(mask).dtype
