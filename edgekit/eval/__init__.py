@@ -22,10 +22,10 @@ from edgekit.data.dataset import SpeechDataset, calibration_batches
 __all__ = ["evaluate", "load_target"]
 
 
-# Exported graphs edgekit eval can score: CTC logits per chunk. RNN-T artifacts are three
-# graphs (encoder/predictor/joiner) and codec artifacts map samples to samples; neither is
-# decoded from an artifact yet, so they are refused rather than scored as CTC.
-ARTIFACT_MODELS = ("conformer", "conmer")
+# Exported models edgekit eval can score: CTC logits per chunk (conformer, conmer) and RNN-T
+# through its encoder/predictor/joiner graphs. Codec artifacts (samples in, samples and codes
+# out) have no runner yet, so they are refused rather than scored as something else.
+ARTIFACT_MODELS = ("conformer", "conmer", "rnnt")
 
 
 def load_target(target: str, size: str | None = None, recipe: str | None = None,
@@ -103,8 +103,12 @@ def _load_artifact(path: Path, size: str | None, recipe: str | None) -> tuple[st
     if name not in ARTIFACT_MODELS:
         what = f"zoo model {name!r}" if name else "no zoo model name in its metadata"
         raise ValueError(f"{path} holds {what}; edgekit eval scores only "
-                         f"{'/'.join(ARTIFACT_MODELS)} (CTC) artifacts so far — evaluate the "
+                         f"{'/'.join(ARTIFACT_MODELS)} artifacts so far — evaluate the "
                          "PyTorch model or checkpoint instead")
+    if name == "rnnt":
+        from edgekit.eval.transducer import TransducerSessions
+
+        runner = TransducerSessions(path)
     return name, runner, {"source": "artifact", "path": str(path), "name": name,
                           "size": source.get("size"), "recipe": (meta.get("recipe") or {}).get("name")}
 

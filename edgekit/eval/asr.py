@@ -57,11 +57,14 @@ def evaluate_asr(model_or_runner, dataset, streaming: bool = False,
                  limit: int | None = None) -> dict:
     """WER, CER and real-time factor over `dataset` (a SpeechDataset).
 
-    `model_or_runner` is a zoo ASR nn.Module or a CTC `Runner` (always streaming).
+    `model_or_runner` is a zoo ASR nn.Module, a CTC `Runner` or an RNN-T artifact's
+    `TransducerSessions` (both always streaming).
     Returns {"wer", "cer", "utterances", "rtf", "decoding", "examples"}.
     """
     from edgekit.eval.runners import Runner
+    from edgekit.eval.transducer import TransducerSessions
 
+    artifact = isinstance(model_or_runner, (Runner, TransducerSessions))
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n < 1:
         raise ValueError("the evaluation split has no utterances")
@@ -74,6 +77,8 @@ def evaluate_asr(model_or_runner, dataset, streaming: bool = False,
             n_out = _ctc_frames(item["feats"].shape[0])
             logits = model_or_runner.stream(item["feats"][None])[:, :n_out]
             hyp = vocab.decode(ctc_greedy_decode(torch.as_tensor(logits))[0])
+        elif isinstance(model_or_runner, TransducerSessions):
+            hyp = vocab.decode(model_or_runner.decode(item["feats"].numpy()))
         else:
             hyp = transcribe(model_or_runner, item["feats"], streaming)
         compute_s += time.perf_counter() - t0
@@ -85,7 +90,7 @@ def evaluate_asr(model_or_runner, dataset, streaming: bool = False,
         "cer": metrics.cer(refs, hyps),
         "utterances": n,
         "rtf": compute_s / max(audio_s, 1e-9),
-        "decoding": "greedy, streaming" if streaming or isinstance(model_or_runner, Runner)
+        "decoding": "greedy, streaming" if streaming or artifact
         else "greedy, full utterance",
         "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:5]],
     }
