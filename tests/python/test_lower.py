@@ -367,6 +367,9 @@ def test_scaled_dot_product_attention(tmp_path):
     check_model(mir)
     c = op_counts(mir, "forward")
     assert c["softmax"] == 4 and c["matmul"] == 8 and c["where"] == 2 and c["qlinear"] == 1
+    # the MHA's projections stay float (it calls F.linear on its own parameters): both listed
+    floats = {r["name"]: r["shape"] for r in mir.meta["layers"] if r["bits"] == 32}
+    assert floats == {"mha": [48, 16], "mha (16x16)": [16, 16]}
     x = torch.randn(1, 6, 16, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         ref = q(x).numpy()

@@ -129,10 +129,15 @@ class Builder:
 
     def report_float(self, path: str, type_: str, shape: tuple) -> None:
         """Record a layer the recipe left float: it is stored and run as fp32, not silently."""
-        if not any(r["name"] == path for r in self.layers):
-            self.layers.append({"name": path, "type": type_, "shape": list(shape), "bits": 32,
-                                "quantizer": "fp32", "sparsity": 0.0,
-                                "bytes": 4 * int(np.prod(shape))})
+        same = [r for r in self.layers if r["name"].split(" ")[0] == path]
+        if any(r["shape"] == list(shape) for r in same):
+            return   # the same layer called again (streaming step, shared weights)
+        # one module can run several float matmuls (nn.MultiheadAttention: in_proj, out_proj):
+        # each gets a row, the later ones named by their shape
+        name = f"{path} ({'x'.join(map(str, shape))})" if same else path
+        self.layers.append({"name": name, "type": type_, "shape": list(shape), "bits": 32,
+                            "quantizer": "fp32", "sparsity": 0.0,
+                            "bytes": 4 * int(np.prod(shape))})
 
     # -- ops -----------------------------------------------------------------------------
     def op(self, type_: str, inputs, outs, ints=(), floats=()) -> list[Val]:
