@@ -11,7 +11,9 @@ pytest.importorskip("ai_edge_litert.interpreter")
 import ekm_models  # noqa: E402
 from edgekit.export import ir, tflite  # noqa: E402
 from edgekit.export.interp import Interpreter  # noqa: E402
+from edgekit.export.parity import snr_db  # noqa: E402
 from edgekit.export.tflite import builder, weights  # noqa: E402
+from edgekit.export.tflite.opcheck import per_op_max_lsb  # noqa: E402
 from edgekit.kernels import packing  # noqa: E402
 
 RESOLVERS = ("default", "ref")
@@ -125,7 +127,7 @@ def test_group_scaled_qlinear_is_one_fc_per_group_and_matches_reference(tmp_path
     assert rep["layers"][0]["k_groups"] == 3 and rep["layers"][0]["exact"]
     for want, got in _compare(m, tmp_path / "g.tflite", feeds):
         for r in RESOLVERS:
-            assert tflite.snr_db(want["y"], got[r]["y"]) > 35
+            assert snr_db(want["y"], got[r]["y"]) > 35
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -149,7 +151,7 @@ def test_group_scaled_conv_is_exact_through_im2col(tmp_path, transposed):
     assert layer["tflite"] == "FULLY_CONNECTED (im2col)" and layer["exact"]
     for want, got in _compare(m, tmp_path / "c.tflite", feeds):
         for r in RESOLVERS:
-            assert tflite.snr_db(want["y"], got[r]["y"]) > 35
+            assert snr_db(want["y"], got[r]["y"]) > 35
 
 
 def _conv_len(T, stride, pl, pr, dil, k):
@@ -221,7 +223,7 @@ def test_qlstm_keeps_state_as_graph_io_and_matches_reference(tmp_path):
     assert all(l["exact"] for l in rep["layers"])
     for want, got in _compare(m, tmp_path / "l.tflite", feeds):
         for r in RESOLVERS:
-            assert tflite.snr_db(want["y"], got[r]["y"]) > 30
+            assert snr_db(want["y"], got[r]["y"]) > 30
 
 
 def test_stacked_lstms_each_get_their_own_loop(tmp_path):
@@ -255,7 +257,7 @@ def test_stacked_lstms_each_get_their_own_loop(tmp_path):
     assert rep["graphs"]["step"]["float_ops"] == {"lstm": 2}
     for want, got in _compare(m, tmp_path / "s.tflite", feeds):
         for r in RESOLVERS:
-            assert tflite.snr_db(want[prev], got[r][prev]) > 20
+            assert snr_db(want[prev], got[r][prev]) > 20
 
 
 def test_float_ops_match_reference(tmp_path):
@@ -338,9 +340,25 @@ def test_wrongly_packed_int4_is_caught_by_our_check_although_litert_accepts_it(t
     tflite.export(m, tmp_path / "bad.tflite", calib=feeds, low_first=False, verify=False)
     ((want, got),) = _compare(m, tmp_path / "bad.tflite", feeds[:1])
     # ...and give garbage, while the correctly packed file is within an LSB.
-    assert tflite.snr_db(want["y"], got["default"]["y"]) < 10
+    assert snr_db(want["y"], got["default"]["y"]) < 10
     rep = _assert_within_lsb(m, tmp_path, feeds)
     assert min(rep["graphs"]["step"]["layer_snr_db"].values()) > 30
+
+
+def test_per_op_check_runs_every_int8_op_alone_in_both_resolvers(tmp_path):
+    m = _int4_model()
+    feeds = _feeds(m, steps=2)
+    tflite.export(m, tmp_path / "m.tflite", calib=feeds)
+    lsb = per_op_max_lsb((tmp_path / "m.tflite").read_bytes(), [[f["x"]] for f in feeds])
+    assert any("FULLY_CONNECTED" in k for k in lsb) and max(lsb.values()) <= 1, lsb
+
+
+def test_shared_packer_checks_the_unsigned_range_too():
+    from edgekit.export.subbyte import pack_subbyte
+
+    assert pack_subbyte([15, 0, 3], 4, signed=False) == bytes([0x0F, 0x03])
+    with pytest.raises(ValueError, match=r"UINT2 values must be in \[0, 3\]"):
+        pack_subbyte([4], 2, signed=False)
 
 
 def test_xnnpack_and_reference_resolvers_agree(tmp_path):
@@ -354,8 +372,8 @@ def test_xnnpack_and_reference_resolvers_agree(tmp_path):
     feeds = _feeds(m, steps=4)
     tflite.export(m, tmp_path / "t.tflite", calib=feeds, min_bits=8, lossless=True)
     for want, got in _compare(m, tmp_path / "t.tflite", feeds):
-        assert tflite.snr_db(got["ref"]["logits"], got["default"]["logits"]) > 60
-        assert tflite.snr_db(want["logits"], got["default"]["logits"]) > 15
+        assert snr_db(got["ref"]["logits"], got["default"]["logits"]) > 60
+        assert snr_db(want["logits"], got["default"]["logits"]) > 15
 
 
 def test_one_file_per_graph(tmp_path):
@@ -440,7 +458,8 @@ def test_bad_input_is_a_value_error(tmp_path):
 
 ZOO = [(n, r) for n in ("conmer", "conformer", "rnnt", "nwc", "nwc-cmrl")
        for r in ("int8", "int4", "mixed")]
-FAST = {("conmer", "int8")}
+# Default suite: one zoo model (LSTM + INT4, a few seconds); the rest are slow.
+FAST = {("rnnt", "int4")}
 
 
 def _zoo_ir(name: str, recipe: str) -> ir.Model:
@@ -467,14 +486,22 @@ def test_zoo_model_exports_and_runs_in_both_resolvers(tmp_path, name, recipe):
     for g in m.graphs:
         info = rep["graphs"][g]
         assert min(info["layer_snr_db"].values(), default=99) > 15, info["layer_snr_db"]
-        for want, got in _compare(m, tmp_path / f"model{'' if len(m.graphs) == 1 else '.' + g}"
-                                  ".tflite", _feeds(m, steps=2, g=g), g=g):
+        path = tmp_path / f"model{'' if len(m.graphs) == 1 else '.' + g}.tflite"
+        # Issue 8's ±1 LSB holds per integer op (each run alone on the same int8 inputs);
+        # whole-model outputs differ more because later ops amplify it (docs §Verification).
+        stream, op_feeds = tflite._stream(m, m.graphs[g], path.read_bytes(), "ref"), []
+        for f in _feeds(m, steps=2, g=g):
+            stream.step(f)
+            op_feeds.append([stream.fed[n] for n in stream.inputs + stream.states])
+        lsb = per_op_max_lsb(path.read_bytes(), op_feeds)
+        assert lsb and max(lsb.values()) <= 1, {k: v for k, v in lsb.items() if v > 1}
+        for want, got in _compare(m, path, _feeds(m, steps=2, g=g), g=g):
             for n in m.graphs[g].outputs:
                 # The codec's hard quantizer (`nearest`) turns a 1-LSB difference into a
                 # different code now and then, so its resolver agreement is looser.
                 agree = 20 if name.startswith("nwc") else 25
-                assert tflite.snr_db(got["ref"][n], got["default"][n]) > agree, (g, n)
-                assert tflite.snr_db(want[n], got["default"][n]) > ZOO_MIN_SNR[recipe], (g, n)
+                assert snr_db(got["ref"][n], got["default"][n]) > agree, (g, n)
+                assert snr_db(want[n], got["default"][n]) > ZOO_MIN_SNR[recipe], (g, n)
 
 
 ZOO_MIN_SNR = {"int8": 20, "int4": 10, "mixed": 10}
