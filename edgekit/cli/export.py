@@ -125,7 +125,8 @@ def _print(report: dict, out: str) -> None:
     ekm = report["formats"].get("ekm")
     if ekm:
         sc = ekm["size_check"]
-        con.print(f"EKM size check: {sc['file_bytes']:,} <= 1.05 x {sc['packed_bytes']:,} packed "
+        rel = "<=" if sc["ok"] else ">"
+        con.print(f"EKM size check: {sc['file_bytes']:,} {rel} 1.05 x {sc['packed_bytes']:,} packed "
                   f"+ 8 KiB + {sc['float_const_bytes_aligned']:,} float consts = "
                   f"{sc['limit_bytes']:,}: {'ok' if sc['ok'] else 'EXCEEDED'}")
     con.print(f"wrote {out}/export.json")
