@@ -126,7 +126,7 @@ def _print(report: dict, out: str) -> None:
     if ekm:
         sc = ekm["size_check"]
         rel = "<=" if sc["ok"] else ">"
-        con.print(f"EKM size check: {sc['file_bytes']:,} {rel} 1.05 x {sc['packed_bytes']:,} packed "
-                  f"+ 8 KiB + {sc['float_const_bytes_aligned']:,} float consts = "
+        con.print(f"EKM size check: {sc['file_bytes']:,} {rel} 1.05 x {sc['packed_bytes']:,} "
+                  f"packed + 8 KiB + {sc['float_const_bytes_aligned']:,} float consts = "
                   f"{sc['limit_bytes']:,}: {'ok' if sc['ok'] else 'EXCEEDED'}")
     con.print(f"wrote {out}/export.json")

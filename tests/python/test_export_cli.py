@@ -213,8 +213,9 @@ def test_export_rnnt_onnx(tmp_path):
     assert set(onnx["parity"]) == {"encoder", "predictor", "joiner"}
     assert float(onnx["worst_snr_vs_compressed_db"]) >= 40
     assert onnx["emitter_report"]["flavor"] == "qdq"
-    row = [ln for ln in res.output.splitlines() if "onnxruntime" in ln and "onnx" in ln.split()[1:3]]
-    assert row, res.output
+    # the parity table's onnx row: format, backend, file bytes
+    cells = [[c.strip() for c in ln.split("│")[1:4]] for ln in res.output.splitlines()]
+    assert ["onnx", "onnxruntime", f"{onnx['file_bytes']:,}"] in cells, res.output
 
 
 def test_onnx_flavor_option(tmp_path, user_file):
