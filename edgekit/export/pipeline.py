@@ -361,8 +361,11 @@ def run_export(cfg: ExportConfig, progress: Callable = _noop) -> dict:
                                for r in rows]
     feeds = example_feeds(name, fp32, specs, cfg.steps, cfg.seed)
     calib_feeds = example_feeds(name, fp32, specs, max(cfg.steps, 4), cfg.seed + 1000)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise EdgekitError(f"cannot create output beside {out}: {exc.strerror or exc}") from None
     try:
         report = _emit_and_check(cfg, fmts, model_ir, model, fp32, specs, feeds, calib_feeds,
                                  tmp, progress)
@@ -373,7 +376,10 @@ def run_export(cfg: ExportConfig, progress: Callable = _noop) -> dict:
                       fp32_param_bytes=4 * sum(p.numel() for p in fp32.parameters()))
         report = _retarget(report, str(tmp), str(out))
         atomic_write_json(tmp / "export.json", report)
-        _replace_dir(tmp, out)
+        try:
+            _replace_dir(tmp, out)
+        except OSError as exc:
+            raise EdgekitError(f"cannot replace {out}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
@@ -447,7 +453,9 @@ def _retarget(obj, old: str, new: str):
 def check_out_dir(out: Path) -> None:
     """`out` is replaced as a whole by the export, so it must be new, empty, or an earlier
     export (has export.json): a typo must not wipe an unrelated directory."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+    if out.is_symlink():   # the swap would replace the link, not what it points to
+        raise EdgekitError(f"output {out} is a symbolic link; give the directory itself")
+    if out.exists() and not out.is_dir():
         raise EdgekitError(f"output {out} exists and is not a directory")
     if Path.cwd().resolve().is_relative_to(out.resolve()):
         raise EdgekitError(f"output {out} is the current directory or one of its parents; "

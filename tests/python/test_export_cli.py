@@ -173,6 +173,9 @@ def test_output_dir_that_is_not_an_export_is_refused(tmp_path, monkeypatch):
     f = tmp_path / "file"
     f.write_text("x")
     assert "is a file" in one_line_error(run("rnnt", "-o", str(f)))   # click checks it
+    link = tmp_path / "link"
+    link.symlink_to(other)
+    assert "symbolic link" in one_line_error(run("rnnt", "-o", str(link)))
     monkeypatch.chdir(other)
     assert "current directory" in one_line_error(run("rnnt", "-o", "."))
     assert "current directory" in one_line_error(run("rnnt", "-o", str(tmp_path)))
