@@ -50,6 +50,19 @@ def _feeds(session, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
 _NP = {"f32": "float32", "i32": "int32", "i8": "int8", "u8": "uint8", "i64": "int64"}
 
 
+def _check_output(path: str) -> None:
+    """Refuse an -o target that cannot become a file, before any time is spent running."""
+    p = Path(path)
+    if path.endswith(("/", "\\")) or p.is_dir():
+        raise EdgekitError(f"-o {path}: is a directory; give a file path (.npy or .npz)")
+    parent = p.parent
+    if not parent.exists():
+        # Creating directories the user did not ask for (e.g. /nonexist) hides typos.
+        raise EdgekitError(f"-o {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise EdgekitError(f"-o {path}: {parent} is not a directory")
+
+
 def _save(path: str, outputs: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     if path.endswith(".npz"):
@@ -59,7 +72,10 @@ def _save(path: str, outputs: dict[str, np.ndarray]) -> None:
     else:
         raise EdgekitError(f"the graph has {len(outputs)} outputs ({', '.join(outputs)}): "
                            "give -o a .npz path")
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as exc:
+        raise EdgekitError(f"-o {path}: cannot write ({exc.strerror or exc})") from None
 
 
 @click.command("run")
@@ -81,6 +97,8 @@ def run(file: str, inputs: tuple[str, ...], output: str | None, graph: str | Non
 
     if not Path(file).is_file():
         raise EdgekitError(f"{file}: no such file")
+    if output:
+        _check_output(output)
     s = Session(file, graph=graph, threads=threads, isa=isa)
     feeds = _feeds(s, inputs)
     t0 = time.perf_counter()

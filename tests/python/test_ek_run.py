@@ -196,6 +196,33 @@ def test_cli_run_errors(model_path, tmp_path, make, match):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("make_out,match", [
+    (lambda d: str(d), "is a directory"),
+    (lambda d: str(d / "model.ekm" / "y.npy"), "is not a directory"),
+    (lambda d: str(d / "nonexist" / "y.npy"), "does not exist"),
+])
+def test_cli_run_bad_output_path(model_path, tmp_path, make_out, match):
+    (tmp_path / "model.ekm").write_bytes(model_path.read_bytes())
+    out = make_out(tmp_path)
+    r = CliRunner().invoke(cli, ["run", str(model_path), "-o", out])
+    assert r.exit_code == 2, r.output
+    assert match in r.output and r.output.count("\n") == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "nonexist").exists()
+
+
+def test_cli_run_unwritable_output_is_one_line(model_path, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user that ignores directory permissions")
+        r = CliRunner().invoke(cli, ["run", str(model_path), "-o", str(ro / "y.npy")])
+    finally:
+        ro.chmod(0o700)
+    assert r.exit_code == 2 and "cannot write" in r.output and r.output.count("\n") == 1
+
+
 # -- static aarch64 build under qemu ------------------------------------------------------------
 
 ARM_BUILD = ROOT / "build" / "aarch64"
