@@ -1,6 +1,6 @@
 """Malformed EKM files through the C++ loader: every case of the shared corrupt-file suite
 (tests/python/ekm_corrupt.py) and random corruptions are errors, never a crash; the C++
-reader's own test runner (ek-test-ekm); and the fuzz target, run briefly (marked slow)."""
+reader's own test runner (ek-test-ekm, slow: it builds a CMake tree) and the fuzz target, run briefly (slow). Files that still load are planned and run on zero inputs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,6 +49,7 @@ CASES = list(ekm_corrupt.corrupt_cases(VALID))
 def test_valid_file_loads():
     m = load(VALID)
     assert m.graph_names == ["step"] and m.file_bytes == len(VALID)
+    run_every_graph(m)
 
 
 @pytest.mark.parametrize("desc,data", CASES, ids=[c[0] for c in CASES])
@@ -96,6 +98,28 @@ def test_random_byte_edits_never_crash(edits):
     except RuntimeModelError:
         return
     assert m.graph_names  # still consistent after the edit (e.g. a float constant changed)
+    run_every_graph(m)
+
+
+_NP = {"f32": np.float32, "i32": np.int32, "i8": np.int8, "u8": np.uint8, "i64": np.int64}
+
+
+def run_every_graph(m) -> None:
+    """A file that loads must also plan and run (reference kernels, zero inputs) without a
+    crash: the loader's checks are only worth something if execution trusts nothing else."""
+    from edgekit import _C
+    for g in m.graph_names:
+        try:
+            s = _C.RuntimeSession(m, g, 1, "ref")
+        except RuntimeModelError:
+            continue
+        if any(int(np.prod(d["shape"])) > 1 << 22 for d in s.inputs):
+            continue  # an edited shape the runtime accepted; feeding it would only test numpy
+        feeds = {d["name"]: np.zeros(d["shape"], _NP[d["dtype"]]) for d in s.inputs}
+        try:
+            s.run(feeds)
+        except RuntimeModelError:
+            pass
 
 
 @settings(max_examples=100, deadline=None)
@@ -104,9 +128,10 @@ def test_hostile_section_table_values(pos, value):
     b = bytearray(VALID)
     struct.pack_into("<Q", b, 64 + pos, value)
     try:
-        load(fixed(b))
+        m = load(fixed(b))
     except RuntimeModelError:
-        pass
+        return
+    run_every_graph(m)
 
 
 # -- C++ runners ---------------------------------------------------------------------------
@@ -135,6 +160,7 @@ def _build(build: Path, target: str, *defs: str) -> Path:
     return build / target
 
 
+@pytest.mark.slow
 def test_cpp_reader_tests():
     """ek-test-ekm: CRC, UTF-8, META lookup, planner invariants, thread pool, golden files."""
     binary = _build(ROOT / "build" / "cpp-host", "ek-test-ekm", "-DEDGEKIT_TESTS=ON")
