@@ -87,8 +87,8 @@ def test_qlinear_static_matches_fake_quant_torch(tmp_path, bits, group, sparse, 
 
 def test_qlinear_dynamic_rows_are_independent(tmp_path):
     rng = np.random.default_rng(1)
-    N, K = 16, 70
-    wb, w = _packed(rng, N, K, 8, nm=(2, 4) if K % 4 == 0 else None)
+    N, K = 16, 72  # K % 4 == 0 so the weight is 2:4 sparse: dynamic rows through the sparse path
+    wb, w = _packed(rng, N, K, 8, nm=(2, 4))
     x = rng.standard_normal((1, 3, K)).astype(np.float32)
     x[0, 1] *= 50.0  # a loud row must not change the grid of its neighbours
     op = ir.Op("qlinear", "fc", ["x", "W", None], ["y"], [1, 0], [1.0])
