@@ -35,6 +35,7 @@ from edgekit._io import atomic_write_json
 from edgekit.compress import compress
 from edgekit.export import tflite
 from edgekit.export.lower import lower, zoo_graphs
+from edgekit.export.parity import snr_db
 from edgekit.export.tflite.runner import Stream
 
 
@@ -68,8 +69,8 @@ def torch_steps(model, chunks) -> list[np.ndarray]:
 
 
 def snr(refs, gots) -> float:
-    return round(tflite.snr_db(np.concatenate([r.ravel() for r in refs]),
-                               np.concatenate([g.ravel() for g in gots])), 2)
+    return round(snr_db(np.concatenate([r.ravel() for r in refs]),
+                        np.concatenate([g.ravel() for g in gots])), 2)
 
 
 def _graph_streams(irm, files: dict, resolver="default"):
