@@ -80,7 +80,18 @@ class QuantMatrix(nn.Module):
                           self.group_size, mask)
 
     def int_weight(self) -> torch.Tensor:
-        """Float64 (N, K): the integer weight values codebook[code], 0 where masked."""
+        """Float64 (N, K): the integer weight values codebook[code], 0 where masked.
+
+        Cached; the key is the buffers' identity and in-place version counters, so changed
+        codes (GPTQ, refresh, load_state_dict) rebuild it."""
+        bufs = (self.codes, self.codebook, self.mask)
+        key = tuple((id(b), b.data_ptr(), b._version) for b in bufs if b is not None)
+        cached = getattr(self, "_int_weight", None)
+        if cached is None or cached[0] != key:
+            self._int_weight = (key, self._int_weight_uncached())
+        return self._int_weight[1]
+
+    def _int_weight_uncached(self) -> torch.Tensor:
         table = self.codebook.to(torch.float64)
         codes = self.codes.to(torch.int64)
         if table.shape[0] == 1:
@@ -155,9 +166,12 @@ def exact_linear(d: torch.Tensor, w_int: torch.Tensor, scale: torch.Tensor, grou
     ng = scale.shape[1]
     gs = kg if ng == 1 else group_size
     padk = ng * gs - kg   # a last partial weight group: zero columns add nothing
-    dg = F.pad(d.reshape(m, groups, kg), (0, padk)).reshape(m, groups, ng, gs)
-    wg = F.pad(w_int, (0, padk)).reshape(groups, n // groups, ng, gs)
-    acc = torch.einsum("mgjs,gcjs->mgcj", dg, wg).reshape(m, n, ng).float()
+    if groups == 1 and ng == 1:
+        acc = (d @ w_int.T).reshape(m, n, 1).float()
+    else:
+        dg = F.pad(d.reshape(m, groups, kg), (0, padk)).reshape(m, groups, ng, gs)
+        wg = F.pad(w_int, (0, padk)).reshape(groups, n // groups, ng, gs)
+        acc = torch.einsum("mgjs,gcjs->mgcj", dg, wg).reshape(m, n, ng).float()
     sc = scale.float()
     y = torch.zeros(m, n, dtype=torch.float32)
     for j in range(ng):

@@ -169,3 +169,14 @@ def test_lstm_matmuls_equal_kernel_bit_for_bit(rule):
         np.testing.assert_array_equal(hn[li].numpy(), h.numpy())
         np.testing.assert_array_equal(cn[li].numpy(), c.numpy())
     np.testing.assert_array_equal(y.numpy(), inp)
+
+
+def test_int_weight_cache_follows_code_changes():
+    """The cached integer weight is rebuilt when codes change in place (GPTQ, load_state_dict)."""
+    layer = _quant_linear(8, 64, 8, 0, "tensor", 0.0, seed=3)
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        before = layer(x)
+        layer.q.codes[0].copy_(layer.q.codes[1])
+        after = layer(x)
+    assert torch.equal(before[:, 1:], after[:, 1:]) and not torch.equal(before[:, 0], after[:, 0])
