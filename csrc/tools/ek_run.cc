@@ -27,7 +27,27 @@ constexpr const char* kVersion = "0.1.0";
 const char* kUsage =
     "usage: ek-run MODEL.ekm [--graph NAME] [--input NAME=file.npy ...] [--fill zeros|random]\n"
     "              [--seed S] [--warmup N] [--iters N] [--threads T] [--isa ISA] [--stream]\n"
-    "              [--output-dir DIR] [--per-op] [--version]\n";
+    "              [--output-dir DIR] [--per-op] [--version] [--help]\n";
+
+const char* kHelp =
+    "Runs one graph of an .ekm model and prints one JSON object on stdout.\n"
+    "\n"
+    "options:\n"
+    "  --graph NAME           graph to run (default: META's streaming graph, else the only one)\n"
+    "  --input NAME=file.npy  input array of exactly the declared dtype and shape (repeatable)\n"
+    "  --fill zeros|random    inputs not given by --input (default zeros; random: float U[-1,1))\n"
+    "  --seed S               seed for --fill random (default 0)\n"
+    "  --warmup N             untimed calls after the first (default 1)\n"
+    "  --iters N              timed calls (default 10)\n"
+    "  --threads T            intra-op threads, 1..256 (default 1)\n"
+    "  --isa ISA              kernel variant: ref, avx2, avx512, neon, ... (default EDGEKIT_ISA or best)\n"
+    "  --stream               carry state across calls instead of resetting before each\n"
+    "  --output-dir DIR       write DIR/<output>.npy (all or none; DIR and parents created)\n"
+    "  --per-op               per-op times of the timed calls\n"
+    "  --version              print {\"ek_run_version\": ...} and exit\n"
+    "  -h, --help             this text\n"
+    "\n"
+    "exit codes: 0 success; 2 bad input or model ({\"error\": ...} on stdout); 1 internal failure\n";
 
 std::string esc(const std::string& s) {
   std::string o = "\"";
@@ -69,7 +89,7 @@ struct Args {
   std::map<std::string, std::string> inputs;
   uint64_t seed = 0;
   long warmup = 1, iters = 10, threads = 1;
-  bool stream = false, per_op = false, version = false;
+  bool stream = false, per_op = false, version = false, help = false;
 };
 
 bool parse_long(const char* s, long lo, long hi, long* out) {
@@ -78,6 +98,18 @@ bool parse_long(const char* s, long lo, long hi, long* out) {
   long v = std::strtol(s, &end, 10);
   if (errno || end == s || *end != '\0' || v < lo || v > hi) return false;
   *out = v;
+  return true;
+}
+
+// mkdir -p; appends each directory it created to *made (parents first) so a failure can undo it.
+bool make_dirs(const std::string& dir, std::vector<std::string>* made) {
+  struct stat sb;
+  if (stat(dir.c_str(), &sb) == 0) return S_ISDIR(sb.st_mode);
+  size_t slash = dir.find_last_not_of('/');
+  slash = slash == std::string::npos ? std::string::npos : dir.rfind('/', slash);
+  if (slash != std::string::npos && slash > 0 && !make_dirs(dir.substr(0, slash), made)) return false;
+  if (mkdir(dir.c_str(), 0777) != 0) return errno == EEXIST && stat(dir.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode);
+  made->push_back(dir);
   return true;
 }
 
@@ -91,7 +123,8 @@ std::string parse_args(int argc, char** argv, Args* a) {
       return true;
     };
     std::string v;
-    if (k == "--version") a->version = true;
+    if (k == "--help" || k == "-h") a->help = true;
+    else if (k == "--version") a->version = true;
     else if (k == "--stream") a->stream = true;
     else if (k == "--per-op") a->per_op = true;
     else if (k == "--graph") { if (!value(&a->graph)) return "--graph needs a value"; }
@@ -122,7 +155,7 @@ std::string parse_args(int argc, char** argv, Args* a) {
       return "unexpected argument '" + k + "'";
     }
   }
-  if (a->model.empty() && !a->version) return "no model given";
+  if (a->model.empty() && !a->version && !a->help) return "no model given";
   return "";
 }
 
@@ -192,16 +225,24 @@ int run(const Args& a) {
   }
 
   std::string outputs;
-  if (!a.output_dir.empty() && mkdir(a.output_dir.c_str(), 0777) != 0 && errno != EEXIST)
-    return fail(2, a.output_dir + ": cannot create directory");
+  std::vector<std::string> made;  // directories and files this run created, undone on failure
+  auto undo = [&made](int code, const std::string& msg) {
+    for (auto it = made.rbegin(); it != made.rend(); ++it) std::remove(it->c_str());
+    return fail(code, msg);
+  };
+  if (!a.output_dir.empty()) {
+    for (const auto& d : s->outputs())  // checked before anything is written: all or none
+      if (d.name.find('/') != std::string::npos) return fail(2, "output name '" + d.name + "' is not a file name");
+    if (!make_dirs(a.output_dir, &made)) return undo(2, a.output_dir + ": cannot create directory");
+  }
   for (size_t i = 0; i < s->outputs().size(); ++i) {
     const auto& d = s->outputs()[i];
     std::string file = "null";
     if (!a.output_dir.empty()) {
       std::string path = a.output_dir + "/" + d.name + ".npy";
-      if (d.name.find('/') != std::string::npos) return fail(2, "output name '" + d.name + "' is not a file name");
       if (!(st = edgekit::tools::write_npy(path, d.dtype, d.shape, s->output_data(i), d.bytes)).ok())
-        return fail(2, st.message());
+        return undo(2, st.message());
+      made.push_back(path);
       file = esc(path);
     }
     outputs += std::string(i ? ", " : "") + esc(d.name) + ": {\"shape\": " + shape_json(d.shape) +
@@ -240,6 +281,11 @@ int main(int argc, char** argv) {
   if (!err.empty()) {
     std::fputs(kUsage, stderr);
     return fail(2, err);
+  }
+  if (a.help) {
+    std::fputs(kUsage, stdout);
+    std::fputs(kHelp, stdout);
+    return 0;
   }
   if (a.version) {
     std::printf("{\"ek_run_version\": \"%s\"}\n", kVersion);

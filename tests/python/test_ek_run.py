@@ -164,6 +164,115 @@ def test_bad_files_exit_2(tmp_path, model_path):
     assert rc == 2 and "truncated" in out["error"]
 
 
+def test_help_prints_usage_and_exit_codes():
+    for flag in ("--help", "-h"):
+        r = subprocess.run([str(ek_run_path()), flag], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stderr == ""
+        for opt in ("--graph", "--input", "--fill", "--seed", "--warmup", "--iters", "--threads",
+                    "--isa", "--stream", "--output-dir", "--per-op", "--version"):
+            assert f"\n  {opt}" in r.stdout, opt
+        assert "exit codes: 0" in r.stdout
+
+
+def test_output_dir_nested_and_all_or_none(model_path, tmp_path):
+    out = tmp_path / "a" / "b" / "c"
+    rc, res, _ = ek_run(model_path, "--output-dir", out, "--iters", 1)
+    assert rc == 0 and (out / "logits.npy").is_file() and res["outputs"]["logits"]["file"]
+    # A later failure (an existing directory where the output file must go) leaves nothing new.
+    bad = tmp_path / "x" / "y"
+    (bad / "logits.npy").mkdir(parents=True)
+    rc, res, _ = ek_run(model_path, "--output-dir", tmp_path / "fresh" / "d", "--iters", 1)
+    assert rc == 0
+    rc, res, _ = ek_run(model_path, "--output-dir", bad, "--iters", 1)
+    assert rc == 2 and res["error"]
+    assert sorted(p.name for p in bad.iterdir()) == ["logits.npy"] and (bad / "logits.npy").is_dir()
+
+
+FAKE_SSH = """#!/usr/bin/env bash
+# ssh stand-in: the 'device' is this machine; host 'down' is unreachable.
+while [ "$1" = -o ]; do shift 2; done
+host="$1"; shift
+echo "$host $*" >> "$FAKE_LOG"
+[ "$host" = down ] && { echo "ssh: connect to host down: No route" >&2; exit 255; }
+exec bash -c "$*"
+"""
+FAKE_SCP = """#!/usr/bin/env bash
+args=()
+for a in "$@"; do case "$a" in -q|-r) ;; *) args+=("${a#*:}") ;; esac; done
+echo "scp $*" >> "$FAKE_LOG"
+exec cp -r "${args[@]}"
+"""
+
+
+@pytest.fixture()
+def fake_ssh(tmp_path):
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    for name, text in (("ssh", FAKE_SSH), ("scp", FAKE_SCP)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "FAKE_LOG": str(tmp_path / "log"), "EK_RUN": str(ek_run_path()),
+           "REMOTE_DIR": str(tmp_path / "re mote")}
+    env.pop("EDGEKIT_ISA", None)
+    (tmp_path / "re mote").mkdir()
+    return env
+
+
+def test_rpi4_script_uploads_inputs_quotes_and_fetches(model_path, tmp_path, fake_ssh):
+    x = np.random.default_rng(5).standard_normal((1, 4, 16)).astype(np.float32)
+    evil = tmp_path / "x $(touch PWNED); touch PWNED2.npy"
+    np.save(evil, x)
+    evil = evil.with_name(evil.name)  # np.save keeps a name that already ends in .npy
+    r = subprocess.run([str(ROOT / "targets/rpi4/ek-run.sh"), "pi@board", str(model_path),
+                        "--input", f"chunk={evil}", "--output-dir", str(tmp_path / "got"),
+                        "--iters", "1"], capture_output=True, text=True, timeout=120, env=fake_ssh,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["graph"] == "step"
+    np.testing.assert_array_equal(np.load(tmp_path / "got" / "logits.npy"),
+                                  Session(model_path).step(x)["logits"])
+    assert not list(tmp_path.rglob("PWNED*"))
+    assert list((tmp_path / "re mote").iterdir()) == []  # the remote work dir is removed
+
+
+def test_rpi4_script_unreachable_host_is_one_line(model_path, tmp_path, fake_ssh):
+    r = subprocess.run([str(ROOT / "targets/rpi4/ek-run.sh"), "down", str(model_path)],
+                       capture_output=True, text=True, timeout=60, env=fake_ssh)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().count("\n") == 0 and "cannot reach down" in r.stderr
+
+
+FAKE_ADB = """#!/usr/bin/env bash
+echo "adb $*" >> "$FAKE_LOG"
+case "$1" in
+  get-state) [ -z "${FAKE_ADB_DOWN:-}" ] && echo device || { echo "error: no devices" >&2; exit 1; } ;;
+  shell) shift; exec bash -c "$*" ;;
+  push) cp "$2" "$3" ;;
+  pull) cp -r "$2" "$3" ;;
+esac
+"""
+
+
+def test_android_script_pushes_inputs_and_pulls_outputs(model_path, tmp_path, fake_ssh):
+    (tmp_path / "fakebin" / "adb").write_text(FAKE_ADB)
+    (tmp_path / "fakebin" / "adb").chmod(0o755)
+    env = {**fake_ssh, "ANDROID_DIR": fake_ssh["REMOTE_DIR"]}
+    x = np.random.default_rng(6).standard_normal((1, 4, 16)).astype(np.float32)
+    np.save(tmp_path / "in put;touch PWNED.npy", x)
+    args = [str(ROOT / "targets/android/ek-run.sh"), str(model_path), "--iters", "1",
+            "--input", f"chunk={tmp_path / 'in put;touch PWNED.npy'}", "--output-dir", str(tmp_path / "got")]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["graph"] == "step"
+    np.testing.assert_array_equal(np.load(tmp_path / "got" / "logits.npy"),
+                                  Session(model_path).step(x)["logits"])
+    assert not list(tmp_path.rglob("PWNED*"))
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60, env={**env, "FAKE_ADB_DOWN": "1"})
+    assert r.returncode == 2 and r.stdout == "" and "no Android device reachable" in r.stderr
+
+
 # -- edgekit run -----------------------------------------------------------------------------
 
 def test_cli_run(model_path, tmp_path):
