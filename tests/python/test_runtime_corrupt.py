@@ -208,3 +208,12 @@ def test_op_writing_an_output_of_no_graph_is_rejected():
     b[off + 64 * index + 5] = 3  # 'h' becomes a graph output that no graph lists
     with pytest.raises(RuntimeModelError, match="writes 'h', a graph output that is not an output of this graph"):
         load(fixed(b))
+
+
+@pytest.mark.parametrize("dims", [(2**31, 1, 1), (2**16, 2**15, 1)])
+def test_exactly_2_31_elements_is_refused(dims):
+    """Ops index with int: a dim or element count of exactly 2^31 must not load."""
+    t0 = ekm_corrupt._tensor(VALID, 0)
+    assert VALID[t0 + 6] == 3
+    with pytest.raises(RuntimeModelError, match="2\\^31 or more elements"):
+        load(ekm_corrupt._patch(VALID, t0 + 8, "<qqq", *dims))

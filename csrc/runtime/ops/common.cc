@@ -5,14 +5,6 @@
 
 namespace edgekit::runtime {
 
-size_t dtype_size(DType t) {
-  switch (t) {
-    case DType::F32: case DType::I32: return 4;
-    case DType::I64: return 8;
-    default: return 1;  // I8, U8, Packed (a byte buffer)
-  }
-}
-
 int64_t TensorInfo::numel() const {
   int64_t n = 1;
   for (int i = 0; i < rank; ++i) n *= dims[i];
@@ -99,7 +91,7 @@ Status check_output(const char* op, const TensorInfo& t) {
     if (t.dims[i] < 1 || t.dims[i] > kMaxDim)
       return fail(op, "output dim " + std::to_string(i) + " is " + std::to_string(t.dims[i]) + ", expected >= 1");
     n *= t.dims[i];
-    if (n > kMaxDim) return fail(op, "output has more than 2^31 elements");
+    if (n > kMaxDim) return fail(op, "output has 2^31 or more elements");
   }
   return Status::Ok();
 }

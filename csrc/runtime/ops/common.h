@@ -15,7 +15,8 @@ namespace edgekit::runtime::ops {
 
 // Shapes are bounded by the file format (numel <= 2^31); attributes get the same bound so that
 // no index arithmetic below can overflow int64.
-constexpr int64_t kMaxDim = int64_t{1} << 31;
+// Largest dim and element count: kernels and loops index with int, so 2^31 itself is refused.
+constexpr int64_t kMaxDim = INT32_MAX;
 
 std::string shape_str(const TensorInfo& t);
 const char* dtype_name(DType t);

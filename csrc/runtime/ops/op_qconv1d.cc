@@ -88,6 +88,7 @@ Status infer_common(const OpSignature& sig, std::vector<TensorInfo>* outs, const
   const Geometry g = geometry(sig, transposed);
   if (g.Tout < 1)
     return fail(op, "input length " + std::to_string(g.T) + " gives output length " + std::to_string(g.Tout));
+  if (g.Tout > INT32_MAX) return fail(op, "output length " + std::to_string(g.Tout) + " exceeds 2^31 - 1");  // kernels' M is an int
   const int64_t dims[3] = {1, g.Cout, g.Tout};
   outs->assign(1, make_info(DType::F32, 3, dims));
   return check_output(op, (*outs)[0]);

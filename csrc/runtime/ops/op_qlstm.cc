@@ -42,6 +42,7 @@ Status infer(const OpSignature& sig, std::vector<TensorInfo>* outs) {
   st = check_bias(sig, kOp, 5, 4 * H, "b_ih");
   if (st.ok()) st = check_bias(sig, kOp, 6, 4 * H, "b_hh");
   if (!st.ok()) return st;
+  if (x.dims[1] > INT32_MAX) return fail(kOp, "more than 2^31 - 1 steps");  // the kernels' M is an int
   const int64_t y[3] = {1, x.dims[1], H};
   outs->assign({make_info(DType::F32, 3, y), h0, c0});
   return check_output(kOp, (*outs)[0]);
