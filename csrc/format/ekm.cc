@@ -209,9 +209,9 @@ class Reader {
         if (k < rank && dim < 1) return Status::Invalid(where + ": dim " + str(k) + " is " + std::to_string(dim));
         if (k >= rank && dim != 0) return Status::Invalid(where + ": dims beyond rank must be 0");
         if (k < rank) {
-          if (dim > (int64_t{1} << 31)) return Status::Invalid(where + ": more than 2^31 elements");
+          if (dim >= (int64_t{1} << 31)) return Status::Invalid(where + ": 2^31 or more elements");
           numel *= static_cast<uint64_t>(dim);
-          if (numel > (uint64_t{1} << 31)) return Status::Invalid(where + ": more than 2^31 elements");
+          if (numel >= (uint64_t{1} << 31)) return Status::Invalid(where + ": 2^31 or more elements");
         }
         t.info.dims[k] = dim;
       }
@@ -228,7 +228,7 @@ class Reader {
       t.data = at(kData, off);
       t.data_bytes = nbytes;
       if (t.info.dtype != DType::Packed) {
-        uint64_t want = numel * runtime_dtype_bytes(t.info.dtype);
+        uint64_t want = numel * runtime::dtype_size(t.info.dtype);
         if (nbytes != want) return Status::Invalid(where + ": data_bytes " + str(nbytes) + ", expected " + str(want));
         continue;
       }
@@ -242,14 +242,6 @@ class Reader {
       f_->packed.push_back(std::move(pl));
     }
     return Status::Ok();
-  }
-
-  static uint64_t runtime_dtype_bytes(DType t) {
-    switch (t) {
-      case DType::F32: case DType::I32: return 4;
-      case DType::I64: return 8;
-      default: return 1;
-    }
   }
 
   Status ops() {

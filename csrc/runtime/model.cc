@@ -12,6 +12,7 @@
 #include "edgekit/model.h"
 #include "format/ekm.h"
 #include "runtime/op.h"
+#include "runtime/ops/common.h"
 
 namespace edgekit {
 namespace {
@@ -19,11 +20,7 @@ namespace {
 using runtime::TensorInfo;
 
 std::string shape_str(const TensorInfo& t) {
-  static const char* names[] = {"?", "f32", "i32", "i8", "u8", "i64", "packed"};
-  int d = static_cast<int>(t.dtype);
-  std::string s = std::string(d >= 1 && d <= 6 ? names[d] : "?") + "(";
-  for (int i = 0; i < t.rank; ++i) s += (i ? "," : "") + std::to_string(t.dims[i]);
-  return s + ")";
+  return std::string(runtime::ops::dtype_name(t.dtype)) + " " + runtime::ops::shape_str(t);
 }
 
 bool same_info(const TensorInfo& a, const TensorInfo& b) {

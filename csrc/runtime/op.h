@@ -23,7 +23,15 @@ namespace edgekit::runtime {
 enum class DType : uint8_t { F32 = 1, I32 = 2, I8 = 3, U8 = 4, I64 = 5, Packed = 6 };
 constexpr int kMaxRank = 6;
 
-size_t dtype_size(DType t);  // bytes per element; 1 for Packed (data is a byte buffer)
+// Bytes per element; 1 for Packed (data is a byte buffer). Inline so that the format reader
+// can size tensors without linking the ops.
+inline size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: case DType::I32: return 4;
+    case DType::I64: return 8;
+    default: return 1;
+  }
+}
 
 // A tensor as an op sees it: static shape, dtype, and (at eval) its data pointer.
 struct TensorInfo {

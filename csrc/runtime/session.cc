@@ -10,6 +10,7 @@
 #include "format/ekm.h"
 #include "runtime/meta.h"
 #include "runtime/op.h"
+#include "runtime/ops/common.h"
 #include "runtime/planner.h"
 #include "runtime/threadpool.h"
 
@@ -20,28 +21,8 @@ using runtime::DType;
 using runtime::TensorInfo;
 using runtime::TensorRef;
 
-const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "f32";
-    case DType::I32: return "i32";
-    case DType::I8: return "i8";
-    case DType::U8: return "u8";
-    case DType::I64: return "i64";
-    case DType::Packed: return "packed";
-  }
-  return "?";
-}
-
 // Upper bound on what one session allocates (arena + its own buffers).
 constexpr uint64_t kMaxSessionBytes = uint64_t{1} << 31;
-
-size_t elem_bytes(DType t) { return t == DType::F32 || t == DType::I32 ? 4 : t == DType::I64 ? 8 : 1; }
-
-size_t info_bytes(const TensorInfo& t) {
-  size_t n = elem_bytes(t.dtype);
-  for (int i = 0; i < t.rank; ++i) n *= static_cast<size_t>(t.dims[i]);
-  return n;
-}
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "(";
@@ -96,25 +77,25 @@ struct Session::Impl {
 
   TensorDesc describe(int32_t t) const {
     const ekm::Tensor& x = model->file().tensors[t];
-    TensorDesc d{x.name, dtype_name(x.info.dtype), {}, info_bytes(x.info)};
+    TensorDesc d{x.name, runtime::ops::dtype_name(x.info.dtype), {}, x.info.nbytes()};
     d.shape.assign(x.info.dims, x.info.dims + x.info.rank);
     return d;
   }
 
   // A buffer of its own for a graph input, output or state.
   void own(int32_t t) {
-    io.push_back(std::make_unique<AlignedBuffer>(info_bytes(refs[t].info)));
+    io.push_back(std::make_unique<AlignedBuffer>(refs[t].info.nbytes()));
     refs[t].data = io.back()->p;
     refs[t].bytes = io.back()->n;
   }
 
-  Status bind(const SessionOptions& opts);
+  Status bind();
   Status copy_in(const std::vector<TensorDesc>& descs, const std::vector<int32_t>& idx, const char* what,
                  const std::string& name, const std::string& dtype, const std::vector<int64_t>& shape,
                  const void* data, size_t bytes);
 };
 
-Status Session::Impl::bind(const SessionOptions& opts) {
+Status Session::Impl::bind() {
   const ekm::File& f = model->file();
   const ekm::Graph& g = *graph;
   refs.resize(f.tensors.size());
@@ -128,9 +109,9 @@ Status Session::Impl::bind(const SessionOptions& opts) {
   }
   // A hostile or mistaken file can declare tensors of 2^31 elements: refuse before allocating.
   uint64_t io_bytes = 0;
-  for (int32_t t : g.inputs) io_bytes += info_bytes(refs[t].info);
-  for (int32_t t : g.outputs) io_bytes += info_bytes(refs[t].info);
-  for (auto st : g.states) io_bytes += info_bytes(refs[st.first].info);
+  for (int32_t t : g.inputs) io_bytes += refs[t].info.nbytes();
+  for (int32_t t : g.outputs) io_bytes += refs[t].info.nbytes();
+  for (auto st : g.states) io_bytes += refs[st.first].info.nbytes();
   if (io_bytes > kMaxSessionBytes)
     return Status::Invalid("graph '" + g.name + "' needs " + std::to_string(io_bytes) +
                            " bytes of inputs, outputs and states, more than the runtime's 2 GiB limit");
@@ -141,7 +122,7 @@ Status Session::Impl::bind(const SessionOptions& opts) {
     state_idx.push_back(s);
     next_idx.push_back(next);
     states.push_back(describe(s));
-    state_bytes += info_bytes(refs[s].info);
+    state_bytes += refs[s].info.nbytes();
   }
 
   // Live ranges of this graph's activations; a state's next value must survive to the end,
@@ -160,7 +141,7 @@ Status Session::Impl::bind(const SessionOptions& opts) {
   std::vector<int32_t> req_tensor;  // tensor index, or -(op + 1) for an op's scratch
   for (size_t t = 0; t < f.tensors.size(); ++t)
     if (first[t] >= 0 && f.tensors[t].kind == ekm::kActivation) {
-      reqs.push_back({info_bytes(f.tensors[t].info), first[t], last[t]});
+      reqs.push_back({f.tensors[t].info.nbytes(), first[t], last[t]});
       req_tensor.push_back(static_cast<int32_t>(t));
     }
 
@@ -239,7 +220,6 @@ Status Session::Impl::bind(const SessionOptions& opts) {
     c.pool = pool.get();
     c.threads = threads;
   }
-  (void)opts;
   return Status::Ok();
 }
 
@@ -300,7 +280,7 @@ Status Session::create(std::shared_ptr<const Model> model, const SessionOptions&
   impl->threads = opts.threads;
   if (opts.threads > 1) impl->pool = std::make_unique<runtime::ThreadPool>(opts.threads);
   impl->model = std::move(model);
-  if (!(st = impl->bind(opts)).ok()) return st;
+  if (!(st = impl->bind()).ok()) return st;
   out->reset(new Session(std::move(impl)));
   return Status::Ok();
 }
@@ -339,7 +319,7 @@ Status Session::run() {
   }
   for (size_t i = 0; i < s.state_idx.size(); ++i) {
     TensorRef& dst = s.refs[s.state_idx[i]];
-    std::memcpy(dst.data, s.refs[s.next_idx[i]].data, info_bytes(dst.info));
+    std::memcpy(dst.data, s.refs[s.next_idx[i]].data, dst.info.nbytes());
   }
   return Status::Ok();
 }
@@ -348,7 +328,7 @@ const void* Session::output_data(size_t i) const { return impl_->refs[impl_->out
 const void* Session::state_data(size_t i) const { return impl_->refs[impl_->state_idx.at(i)].data; }
 
 void Session::reset() {
-  for (int32_t t : impl_->state_idx) std::memset(impl_->refs[t].data, 0, info_bytes(impl_->refs[t].info));
+  for (int32_t t : impl_->state_idx) std::memset(impl_->refs[t].data, 0, impl_->refs[t].info.nbytes());
 }
 
 std::vector<OpProfile> Session::profile() const {

@@ -54,10 +54,9 @@ Status infer_tconv(const OpSignature& s, std::vector<TensorInfo>* o) {
 
 Status eval_conv(const OpContext& ctx) {
   const TensorInfo &xi = ctx.inputs[0]->info, &wi = ctx.inputs[1]->info;
-  const int64_t Cin = xi.dims[1], T = xi.dims[2], Cout = wi.dims[0], Cg = wi.dims[1], k = wi.dims[2];
+  const int64_t T = xi.dims[2], Cout = wi.dims[0], Cg = wi.dims[1], k = wi.dims[2];
   const int64_t stride = ctx.ints[0], pl = ctx.ints[1], dil = ctx.ints[3], G = ctx.ints[4];
   const int64_t Og = Cout / G, Tout = ctx.outputs[0]->info.dims[2];
-  (void)Cin;
   const float *x = ctx.inputs[0]->cf(), *w = ctx.inputs[1]->cf();
   const float* b = ctx.inputs[2] ? ctx.inputs[2]->cf() : nullptr;
   float* y = ctx.outputs[0]->f();

@@ -205,14 +205,13 @@ Status infer_pad(const OpSignature& sig, std::vector<TensorInfo>* outs) {
 }
 
 Status eval_pad(const OpContext& ctx) {
-  const TensorInfo &x = ctx.inputs[0]->info, &y = ctx.outputs[0]->info;
+  const TensorInfo& x = ctx.inputs[0]->info;
   const int axis = static_cast<int>(ctx.ints[0]);
   const int64_t before = ctx.ints[1], after = ctx.ints[2];
   const int64_t outer = span(x, 0, axis), inner = span(x, axis + 1, x.rank), L = x.dims[axis];
   const float v = ctx.floats[0];
   const float* src = ctx.inputs[0]->cf();
   float* dst = ctx.outputs[0]->f();
-  (void)y;
   for (int64_t o = 0; o < outer; ++o) {
     dst = std::fill_n(dst, before * inner, v);
     dst = std::copy(src + o * L * inner, src + (o + 1) * L * inner, dst);
