@@ -130,7 +130,7 @@ class PySession {
   }
 
   py::dict state() {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = acquire();
     py::dict out;
     const auto& ds = s_->states();
     for (size_t i = 0; i < ds.size(); ++i) {
@@ -143,18 +143,18 @@ class PySession {
 
   void set_state(const py::dict& values) {
     std::vector<Staged> in = stage(values);
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = acquire();
     for (const auto& x : in)
       check(s_->set_state(x.name, x.dtype, x.shape, x.keep.data(), static_cast<size_t>(x.keep.nbytes())));
   }
 
   void reset() {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = acquire();
     s_->reset();
   }
 
   py::list profile() {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = acquire();
     py::list out;
     for (const auto& e : s_->profile()) {
       py::dict d;
@@ -169,11 +169,23 @@ class PySession {
   }
 
   void reset_profile() {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = acquire();
     s_->reset_profile();
   }
 
  private:
+  // Waits for a running call without the GIL (a run can take seconds and every other Python
+  // thread would stall behind it), then takes the GIL back while holding the session. No
+  // thread ever waits for mu_ while holding the GIL, so this cannot deadlock with run().
+  std::unique_lock<std::mutex> acquire() {
+    std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+    if (!lock.try_lock()) {
+      py::gil_scoped_release nogil;
+      lock.lock();
+    }
+    return lock;
+  }
+
   std::unique_ptr<Session> s_;
   std::mutex mu_;  // run() releases the GIL; one call at a time per session
 };

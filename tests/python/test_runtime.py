@@ -266,6 +266,21 @@ def test_gil_released_during_run(tmp_path):
         done.set()
         th.join()
     assert ticks[0] > 1000
+    # profile()/state()/reset() waiting for that run must not hold the GIL either.
+    ticks[0] = 0
+    done.clear()
+    runner = threading.Thread(target=lambda: [s.run(x) for _ in range(6)])
+    th = threading.Thread(target=counter)
+    runner.start()
+    th.start()
+    try:
+        while runner.is_alive():
+            s.profile(), s.state(), s.reset()
+    finally:
+        done.set()
+        runner.join()
+        th.join()
+    assert ticks[0] > 1000
 
 
 def test_ek_run_path():
