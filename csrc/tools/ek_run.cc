@@ -108,7 +108,8 @@ bool make_dirs(const std::string& dir, std::vector<std::string>* made) {
   size_t slash = dir.find_last_not_of('/');
   slash = slash == std::string::npos ? std::string::npos : dir.rfind('/', slash);
   if (slash != std::string::npos && slash > 0 && !make_dirs(dir.substr(0, slash), made)) return false;
-  if (mkdir(dir.c_str(), 0777) != 0) return errno == EEXIST && stat(dir.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode);
+  if (mkdir(dir.c_str(), 0777) != 0)  // EEXIST: made meanwhile by someone else, fine if a directory
+    return errno == EEXIST && stat(dir.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode);
   made->push_back(dir);
   return true;
 }

@@ -1,6 +1,7 @@
 """Malformed EKM files through the C++ loader: every case of the shared corrupt-file suite
 (tests/python/ekm_corrupt.py) and random corruptions are errors, never a crash; the C++
-reader's own test runner (ek-test-ekm, slow: it builds a CMake tree) and the fuzz target, run briefly (slow). Files that still load are planned and run on zero inputs."""
+reader's own test runner (ek-test-ekm, slow: it builds a CMake tree) and the fuzz target,
+run briefly (slow). Files that still load are planned and run on zero inputs."""
 
 from __future__ import annotations
 
