@@ -11,6 +11,7 @@ survives); a failure leaves `out` as it was. Bad input raises `EdgekitError` wit
 
 from __future__ import annotations
 
+import copy
 import datetime
 import importlib
 import importlib.util
@@ -82,9 +83,11 @@ def load_source(cfg: ExportConfig):
         calib = [(torch.randn(shape, generator=g),) for _ in range(cfg.calib)]
         src = {"model": None, "size": None, "seed": cfg.seed, "factory": cfg.model}
         return None, model, specs, calib, src
+    if cfg.model.endswith(".pt"):
+        return _load_checkpoint(cfg)
     if cfg.model not in models.names():
         raise EdgekitError(f"unknown model {cfg.model!r}; zoo models: {', '.join(models.names())}"
-                           f", or path/to/file.py:factory")
+                           f", path/to/checkpoint.pt or path/to/file.py:factory")
     if cfg.input_shape is not None:
         raise EdgekitError("--input-shape is only for a user module (path/to/file.py:factory)")
     try:
@@ -96,6 +99,52 @@ def load_source(cfg: ExportConfig):
     calib = [ex(batch=1, seconds=1.0, seed=cfg.seed + 1000 + i) for i in range(cfg.calib)]
     src = {"model": cfg.model, "size": cfg.size, "seed": cfg.seed, "factory": None}
     return cfg.model, model, zoo_graphs(cfg.model, model), calib, src
+
+
+def _load_checkpoint(cfg: ExportConfig):
+    """load_source for a `.pt` written by `edgekit train`: the zoo model it names, with its
+    weights; a QAT checkpoint's packed layers are rebuilt as they were trained (codes,
+    codebook, scales), so run_export skips compress and only calibrates activations."""
+    from edgekit import models
+    from edgekit.compress.qat import load_quantized
+    from edgekit.train.loop import load_checkpoint
+    if cfg.input_shape is not None:
+        raise EdgekitError("--input-shape is only for a user module (path/to/file.py:factory)")
+    try:
+        ckpt = load_checkpoint(cfg.model)
+    except ValueError as exc:
+        raise EdgekitError(_one_line(exc)) from None
+    meta, state = ckpt.get("meta") or {}, ckpt["state_dict"]
+    name, size = meta.get("model"), meta.get("size", "tiny")
+    if name not in models.names():
+        raise EdgekitError(f"{cfg.model}: checkpoint does not say which zoo model it holds "
+                           "(expected one written by 'edgekit train')")
+    # the checkpoint's own config (e.g. chunk_frames) wins over the zoo default
+    default = vars(models.build(name, size, pretrained=False).cfg)
+    saved = meta.get("config") or {}
+    over = {k: v for k, v in saved.items() if k in default and k != "attention"
+            and default[k] != v and not name.startswith("nwc")}
+    try:
+        model = models.build(name, size, seed=cfg.seed, pretrained=False, **over)
+        if any(".matrices." in k for k in state):
+            model = load_quantized(model, state)
+        else:
+            model.load_state_dict(state)
+    except (ValueError, RuntimeError) as exc:
+        raise EdgekitError(f"{cfg.model}: weights do not fit {name} {size}: "
+                           f"{_one_line(exc)}") from None
+    model.eval()
+    ex = models.info(name, size)["example_input"]
+    calib = [ex(batch=1, seconds=1.0, seed=cfg.seed + 1000 + i) for i in range(cfg.calib)]
+    src = {"model": name, "size": size, "seed": cfg.seed, "factory": None,
+           "checkpoint": str(cfg.model), "step": ckpt.get("step"), "qat": meta.get("qat"),
+           "qat_recipe": meta.get("recipe")}
+    return name, model, zoo_graphs(name, model), calib, src
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """True when `model` already holds packed (Quant*) layers, e.g. after QAT."""
+    return any(isinstance(m, QuantLayer) for m in model.modules())
 
 
 def _one_line(exc: BaseException) -> str:
@@ -252,6 +301,8 @@ def _weight_snrs(compressed: nn.Module, fp32: nn.Module) -> dict[str, float]:
         if not isinstance(q, QuantLayer):
             continue
         ref = fp32.get_submodule(name)
+        if isinstance(ref, QuantLayer):   # a QAT source has no float weights to compare with
+            continue
         for p, qm in q.matrices.items():
             out[f"{name}.{p}"] = parity.snr_db(weight_2d(ref, getattr(ref, p)), qm.dequantize())
     return out
@@ -335,13 +386,22 @@ def run_export(cfg: ExportConfig, progress: Callable = _noop) -> dict:
     out = Path(cfg.out)
     check_out_dir(out)
     name, fp32, specs, calib, source = load_source(cfg)
-    recipe, recipe_text = make_recipe(cfg, fp32)
-    progress("compress", 0, 1)
-    try:
-        model = compress(fp32, recipe, calib=calib)
-    except ValueError as exc:  # RecipeError is both a ValueError and an EdgekitError
-        raise EdgekitError(_one_line(exc)) from None
-    progress("compress", 1, 1)
+    if is_quantized(fp32):
+        # QAT already chose every code: compressing again would round a second time
+        if any(v is not None for v in (cfg.recipe, cfg.bits, cfg.sparsity, cfg.nm)):
+            raise EdgekitError(f"{cfg.model} is already quantized (QAT); --recipe, --bits, "
+                               "--sparsity and --nm do not apply")
+        recipe = {"name": f"qat-{source.get('qat') or 'packed'}:{source.get('qat_recipe')}"}
+        recipe_text = yaml.safe_dump(recipe, sort_keys=False)
+        model = copy.deepcopy(fp32)   # activation calibration must not touch the reference
+    else:
+        recipe, recipe_text = make_recipe(cfg, fp32)
+        progress("compress", 0, 1)
+        try:
+            model = compress(fp32, recipe, calib=calib)
+        except ValueError as exc:  # RecipeError is both a ValueError and an EdgekitError
+            raise EdgekitError(_one_line(exc)) from None
+        progress("compress", 1, 1)
     calibrated = calibrate_activations(
         model, calib, progress=_counter(progress, "calibrate", len(calib)))
     progress("lower", 0, len(specs))
@@ -369,7 +429,7 @@ def run_export(cfg: ExportConfig, progress: Callable = _noop) -> dict:
     try:
         report = _emit_and_check(cfg, fmts, model_ir, model, fp32, specs, feeds, calib_feeds,
                                  tmp, progress)
-        report.update(model=cfg.model, size=cfg.size if name else None,
+        report.update(model=cfg.model, size=source.get("size"),
                       recipe=model_ir.meta["recipe"]["name"], calibrated_layers=len(calibrated),
                       calib_batches=cfg.calib, layers=rows,
                       graphs={g.name: _op_counts(g) for g in model_ir.graphs.values()},

@@ -280,3 +280,44 @@ def test_unsupported_rnn_is_one_line_without_torch_warning(tmp_path):
                                   str(tmp_path / "o")))
     assert line == "edgekit: error: unsupported op aten.gru.input at rnn"
     assert not [w for w in caught if "_flat_weights" in str(w.message)]
+
+
+def test_export_qat_checkpoint_keeps_its_codes(tmp_path):
+    """A checkpoint of `edgekit train --qat` exports with the trained codes, codebooks and
+    scales bit for bit: compress is skipped, only activations are calibrated."""
+    import numpy as np
+
+    from edgekit import models
+    from edgekit.compress.qat import prepare
+    from edgekit.export import ekm as ekm_io
+    from edgekit.kernels import packing
+    from edgekit.train.loop import save_checkpoint
+    model = models.build("conformer", "tiny", pretrained=False)
+    _, _, cbs = prepare("gq", model, "gq-5bit", steps=2)
+    cbs[-1].on_end(model)        # what the training loop calls after the last step
+    ckpt = tmp_path / "ckpt.pt"
+    save_checkpoint(ckpt, model, {"model": "conformer", "size": "tiny", "qat": "gq",
+                                  "recipe": "gq-5bit"}, step=2)
+    out = tmp_path / "out"
+    res = run(str(ckpt), "--format", "ekm,onnx", "--calib", "1", "--steps", "1", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    state = model.state_dict()
+    m = ekm_io.read(out / "model.ekm")
+    packed = {n: t for n, t in m.tensors.items() if t.dtype == "packed"}
+    names = {k[:-len(".codes")].replace(".matrices.", ".") for k in state
+             if k.endswith(".codes")}
+    assert names and names <= set(packed)
+    for name in names:
+        layer, _, p = name.rpartition(".")
+        codes, codebook, scale, _ = packing.unpack_arrays(packing.deserialize(
+            bytes(packed[name].data)))
+        assert np.array_equal(codes, state[f"{layer}.matrices.{p}.codes"].numpy())
+        # a per-tensor table is stored 1-D in the file, (1, L) in the layer
+        assert np.array_equal(codebook.ravel(), state[f"{layer}.matrices.{p}.codebook"].ravel())
+        assert np.array_equal(scale.ravel(), state[f"{layer}.matrices.{p}.scale"].ravel())
+    rep = json.loads((out / "export.json").read_text())
+    assert rep["recipe"] == "qat-gq:gq-5bit" and m.meta["source"]["qat"] == "gq"
+    assert float(rep["formats"]["ekm"]["worst_snr_vs_compressed_db"]) >= 30
+    assert "onnx" in rep["formats"]
+    line = one_line_error(run(str(ckpt), "--bits", "4", "-o", str(tmp_path / "o2")))
+    assert "already quantized" in line
