@@ -433,3 +433,20 @@ def test_uncalibrated_layers_use_the_dynamic_grid():
     with torch.no_grad():
         ref = q(x).numpy()
     assert parity.snr_db(ref, Interpreter(mir).step({"x": x.numpy()})["y"]) >= 35
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_quantized_conv1d_string_padding(padding):
+    """padding="same"/"valid" (strings in torch) lower with the right pads and output length."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(8, 16, 5, padding=padding, dilation=2)).eval()
+    x = torch.randn(1, 8, 40)
+    q = compress(m, {"name": "t", "rules": [{"match": "*", "bits": 8,
+                                               "activations": "minmax"}]}, calib=[x])
+    mir = lower(q, module_graphs(q, (1, 8, 40)))
+    g = next(iter(mir.graphs))
+    out = Interpreter(mir, g).step({mir.graphs[g].inputs[0]: x.numpy()})
+    y = next(iter(out.values()))
+    ref = q(x).detach().numpy()
+    assert y.shape == ref.shape == (1, 16, 40 if padding == "same" else 32)
+    np.testing.assert_array_equal(y, ref)

@@ -34,9 +34,21 @@ def layer(layer_id: int) -> tuple[str, nn.Module]:
     return _LAYERS[layer_id]
 
 
+def conv_pads(conv) -> tuple[int, int]:
+    """(left, right) zero padding of a Conv1d, including padding="valid"/"same"."""
+    if conv.padding_mode != "zeros":
+        raise EdgekitError(f"unsupported conv padding_mode {conv.padding_mode!r}")
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return 0, 0
+        total = conv.dilation[0] * (conv.kernel_size[0] - 1)
+        return total // 2, total - total // 2
+    return conv.padding[0], conv.padding[0]
+
+
 def _conv_len(t: int, conv) -> int:
-    pad = conv.padding[0]
-    return (t + 2 * pad - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[0] + 1
+    pl, pr = conv_pads(conv)
+    return (t + pl + pr - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[0] + 1
 
 
 @torch.library.custom_op("edgekit::qlinear", mutates_args=())

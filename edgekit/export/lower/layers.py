@@ -60,23 +60,12 @@ def _qlinear(b, node, x, layer_id):
                  floats=floats)
 
 
-def _conv_pads(conv) -> tuple[int, int]:
-    if conv.padding_mode != "zeros":
-        raise EdgekitError(f"unsupported conv padding_mode {conv.padding_mode!r}")
-    if isinstance(conv.padding, str):
-        if conv.padding == "valid":
-            return 0, 0
-        total = conv.dilation[0] * (conv.kernel_size[0] - 1)
-        return total // 2, total - total // 2
-    return conv.padding[0], conv.padding[0]
-
-
 def _qconv1d(b, node, x, layer_id):
     path, layer = capture.layer(layer_id)
     _check_quant(layer, path)
     b.path = path
     conv = layer.base
-    pl, pr = _conv_pads(conv)
+    pl, pr = capture.conv_pads(conv)
     w = _packed(b, f"{path}.weight", layer.q, path, "conv1d", layer)
     (mode, zp), floats = _grid(layer)
     ints = [conv.stride[0], pl, pr, conv.dilation[0], conv.groups, conv.kernel_size[0], mode, zp]
