@@ -11,18 +11,28 @@ from edgekit import EdgekitError
 QAT_METHODS = ("s8bqat", "gq")
 
 
-def qat_hooks(method: str, model, recipe: str | None, steps: int):
-    """(model, regularizer, callbacks) from the QAT package, or a clear error until it lands.
-
-    Contract: `edgekit.compress.qat.prepare(method, model, recipe, steps=steps) -> (model,
-    regularizer, callbacks)`, the hooks of `edgekit.train.loop.train`.
-    """
+def _initial_model(models, name: str, size: str, seed: int, qat: str | None,
+                   init: str | None):
+    """The model training starts from: the `--init` checkpoint, else for QAT the shipped
+    trained checkpoint where one exists (centroids fitted to random weights are worthless),
+    else fresh random weights. ValueError for a checkpoint that does not fit."""
+    if init is None:
+        return models.build(name, size, seed=seed, pretrained=None if qat else False)
+    from edgekit.train.loop import load_checkpoint
+    ckpt = load_checkpoint(init)
+    meta, state = ckpt.get("meta") or {}, ckpt["state_dict"]
+    if meta.get("model", name) != name or meta.get("size", size) != size:
+        raise ValueError(f"--init {init} holds {meta.get('model')} {meta.get('size')}, "
+                         f"not {name} {size}")
+    if any(".matrices." in k for k in state):
+        raise ValueError(f"--init {init} is already quantized; start from a float checkpoint")
+    model = models.build(name, size, seed=seed, pretrained=False)
     try:
-        from edgekit.compress.qat import prepare
-    except ImportError:
-        raise EdgekitError(f"--qat {method} is not available yet (edgekit.compress.qat has not "
-                           "landed)") from None
-    return prepare(method, model, recipe, steps=steps)
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"--init {init} does not fit {name} {size}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    return model
 
 
 def _log(row: dict) -> None:
@@ -52,10 +62,13 @@ def _log(row: dict) -> None:
 @click.option("--recipe", default=None, help="Compression recipe for QAT (name or YAML).")
 @click.option("--qat", type=click.Choice(QAT_METHODS), default=None,
               help="Quantization-aware training method.")
+@click.option("--init", "init", default=None, type=click.Path(dir_okay=False),
+              help="Start from this float checkpoint (default: the shipped trained one for "
+              "--qat, random weights otherwise).")
 @click.option("--target-entropy", type=float, default=3.0, show_default=True,
               help="Codec only: code entropy (bits) the bitrate controller aims for.")
 def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, lr, warmup,
-              eval_every, stop_at, threads, seed, recipe, qat, target_entropy) -> None:
+              eval_every, stop_at, threads, seed, recipe, qat, init, target_entropy) -> None:
     """Train zoo MODEL: conformer, conmer (CTC), rnnt (transducer loss), nwc, nwc-cmrl
     (METHODS section 7 loss with entropy-controlled bitrate)."""
     from edgekit import models
@@ -86,16 +99,17 @@ def train_cmd(model_name, data_dir, size, out_path, steps, epochs, batch_size, l
         cfg = TrainConfig(steps=steps, lr=lr, warmup=min(warmup, steps), eval_every=eval_every,
                           threads=threads, log_every=50, stop_at=stop_at)
         if model_name in CODEC_MODELS:
-            if qat:
-                raise ValueError("--qat is not wired for the codec yet")
+            if qat or init:
+                raise ValueError("--qat and --init are not wired for the codec yet")
             result = fit_codec(model_name, data_dir, out, cfg, size=size, batch_size=batch_size,
                                target_entropy=target_entropy, seed=seed, log=_log)
             click.echo(f"wrote {out} after {result.step} steps: {json.dumps(result.metrics)}")
             return
-        model = models.build(model_name, size, seed=seed, pretrained=False)
+        model = _initial_model(models, model_name, size, seed, qat, init)
         regularizer, callbacks = None, ()
         if qat:
-            model, regularizer, callbacks = qat_hooks(qat, model, recipe, steps)
+            from edgekit.compress.qat import prepare
+            model, regularizer, callbacks = prepare(qat, model, recipe, steps=steps)
         result = fit(model_name, size, data_dir, out, cfg, batch_size=batch_size, seed=seed,
                      model=model, recipe=recipe, qat=qat, regularizer=regularizer,
                      callbacks=callbacks, log=_log)

@@ -78,7 +78,7 @@ def test_reaches_target_sparsity_on_schedule(cls):
     assert loss < 0.5 * float(y.var())     # still fits after 50 % pruning + int8
 
 
-def test_csp_shrinks_survivors_and_differs_from_magnitude_trajectory():
+def test_csp_soft_thresholds_survivors_unless_shrink_is_off():
     model, _, _ = _toy()
     before = model[0].weight.detach().clone()
     csp = CSP(model, sparsity=0.5, begin=0, end=10, every=10)

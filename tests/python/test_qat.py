@@ -65,15 +65,24 @@ def _fit(model, x, y, steps, **hooks):
     return train(model, _batches(x, y), _mse, cfg, **hooks)
 
 
-def test_hard_compressor_snaps_exactly():
+def _on_centroids(qat, t) -> bool:
+    w = t.w2d()
+    g = qat.grids[t.key]
+    cents = g.scale_2d(w.shape[1])[..., None] * g.table[0].astype(np.float32)
+    return bool(np.all(np.any(w[..., None] == cents.astype(np.float32), axis=-1)))
+
+
+def test_hard_compressor_snaps_exactly_on_its_period_only():
     model, _, _ = _toy()
     qat = S8BQAT(model, R4, period=5)
-    qat.snap()
+    before = [t.w2d().copy() for t in qat.targets]
+    qat.on_step(model, 3)                  # off the period: weights untouched
+    for t, w in zip(qat.targets, before):
+        assert np.array_equal(t.w2d(), w) and not _on_centroids(qat, t)
+    qat.on_step(model, 10)                 # step % period == 0: the hard compressor runs
     for t in qat.targets:
-        w = t.w2d()
-        g = qat.grids[t.key]
-        cents = g.scale_2d(w.shape[1])[..., None] * g.table[0].astype(np.float32)
-        assert np.all(np.any(w[..., None] == cents.astype(np.float32), axis=-1))
+        w, g = t.w2d(), qat.grids[t.key]
+        assert _on_centroids(qat, t)
         assert np.array_equal(g.snap(w), w)            # idempotent
         assert np.array_equal(g.quantized(w, None).dequantize(), w)
 
@@ -133,7 +142,7 @@ def test_toy_regression_ends_on_centroids_near_float_loss(method):
     with torch.no_grad():
         qat_loss = float(nn.functional.mse_loss(model(x), y))
     assert qat_loss < ptq_loss
-    assert qat_loss < float_loss + 0.1 * float(y.var())
+    assert qat_loss < 2 * float_loss       # measured: 1.9x (S8BQAT), 1.26x (GQ)
 
 
 def test_s8bqat_regulariser_warms_up_and_pulls_weights_onto_grid():
@@ -210,6 +219,16 @@ def test_bad_input_is_a_value_error():
                                      "sparsity": {"kind": "wanda", "amount": 0.5}}]}
     with pytest.raises(ValueError, match="calibration data"):
         prepare("s8bqat", model, wanda)
+    nm = {"name": "nm", "rules": [{"match": "*", "bits": 4,
+                                   "sparsity": {"kind": "nm", "n": 2, "m": 4}}]}
+    before = [p.detach().clone() for p in model.parameters()]
+    for method in ("s8bqat", "gq"):   # refused before the model is touched
+        with pytest.raises(ValueError, match="N:M"):
+            prepare(method, model, nm, prune={"kind": "magnitude", "sparsity": 0.5})
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    from edgekit.compress.prune.gradual import GradualMagnitude
+    with pytest.raises(ValueError, match="N:M"):
+        GradualMagnitude(model, sparsity=0.5, recipe=nm)
 
 
 def test_qat_model_exports_to_ekm_with_no_further_rounding():
@@ -259,3 +278,30 @@ def test_builtin_recipes_with_group_scales_end_exact(method, recipe):
     for i in (0, 2, 4):
         m = model[i]
         assert np.array_equal(weight_2d(m.base, m.base.weight), m.q.dequantize())
+
+
+def test_train_starts_qat_from_trained_or_given_weights(tmp_path):
+    """`edgekit train --qat` fits centroids to the shipped trained weights (where a checkpoint
+    ships), `--init` to the given checkpoint's; a mismatched or quantized one is refused."""
+    from edgekit import models
+    from edgekit.cli.train import _initial_model
+    from edgekit.train.loop import save_checkpoint
+    shipped = models.build("conformer", "tiny", pretrained=None)
+    qat = _initial_model(models, "conformer", "tiny", 0, "gq", None)
+    fresh = _initial_model(models, "conformer", "tiny", 0, None, None)
+    assert all(torch.equal(a, b) for a, b in zip(qat.parameters(), shipped.parameters()))
+    if models.pretrained_info("conformer", "tiny"):
+        assert not all(torch.equal(a, b) for a, b in zip(fresh.parameters(),
+                                                         shipped.parameters()))
+    src = models.build("conformer", "tiny", seed=7, pretrained=False)
+    ck = tmp_path / "init.pt"
+    save_checkpoint(ck, src, {"model": "conformer", "size": "tiny"})
+    got = _initial_model(models, "conformer", "tiny", 0, "gq", str(ck))
+    assert all(torch.equal(a, b) for a, b in zip(got.parameters(), src.parameters()))
+    with pytest.raises(ValueError, match="not rnnt tiny"):
+        _initial_model(models, "rnnt", "tiny", 0, "gq", str(ck))
+    _, _, cbs = prepare("gq", src, "gq-5bit", steps=1)
+    cbs[-1].on_end(src)
+    save_checkpoint(ck, src, {"model": "conformer", "size": "tiny"})
+    with pytest.raises(ValueError, match="already quantized"):
+        _initial_model(models, "conformer", "tiny", 0, "gq", str(ck))

@@ -50,6 +50,10 @@ class GradualPruner:
         self.scope, self.model, self.convert = scope, model, bool(convert)
         self.targets = targets if targets is not None else resolve_targets(
             model, recipe or DEFAULT_RECIPE)
+        nm = [t.key for t in self.targets if t.nm is not None]
+        if nm:   # the schedule's unstructured masks would break the N:M the layer claims
+            raise ValueError(f"{nm[0]}: a recipe N:M sparsity cannot be combined with "
+                             "training-time pruning")
         self.current = 0.0
         self.converted = False
 

@@ -40,6 +40,8 @@ def prepare(method: str, model, recipe=None, *, steps: int | None = None,
         steps = int(steps)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+    if prune:
+        _check_prune_recipe(model, recipe)
     if method == "s8bqat":
         qat = S8BQAT(model, recipe, **knobs)
         regularizer = qat.regularizer
@@ -50,6 +52,16 @@ def prepare(method: str, model, recipe=None, *, steps: int | None = None,
     if prune:
         callbacks.insert(0, _pruner(model, qat.targets, dict(prune), steps or 1000))
     return model, regularizer, callbacks
+
+
+def _check_prune_recipe(model, recipe) -> None:
+    """Training-time pruning replaces the recipe's masks with unstructured ones, which would
+    break an N:M guarantee the packed layer still claims: refuse before touching the model."""
+    from edgekit.compress.recipe import load_recipe
+    for name, _, spec in load_recipe(recipe).resolve(model):
+        if spec.sparsity and spec.sparsity.get("kind") == "nm":
+            raise ValueError(f"layer {name!r}: the recipe's N:M sparsity cannot be combined "
+                             "with prune= (training-time pruning is unstructured); drop one")
 
 
 def _pruner(model, targets, prune: dict, steps: int):
