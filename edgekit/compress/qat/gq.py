@@ -20,6 +20,13 @@ Recipe rules with `quantizer: uniform` keep their PTQ grid (identity codebook, s
 affine fast path survives) and only anneal soft-to-hard; every other rule (mulaw, lloyd_max,
 binary) gets learnable μ-law centroids with one table per tensor (`codebook: channel` is not
 supported by GQ). Binary (1-bit) starts at ±mean|w| instead of ±max|w|.
+
+Deviations from METHODS §4, both forced by the int8 codebook of the packed format:
+- μ-law crowds the initial centroids near 0, where several round to the same int8 level, so
+  GQ starts with fewer than 2^b distinct levels (15 of 16 at 4 bits, 27 of 32 at 5 bits); the
+  duplicates can separate as u trains, but nothing forces them to.
+- `uniform` rules have fixed centroids (the affine PTQ grid): only the soft-to-hard annealing
+  applies to them, not the self-adjusting centroids.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ last centroid the outer region's period continues. r = 0 on a centroid and 1 hal
 Loss = task + λ(t) Σ_w r(w); λ ramps linearly from 0 over `warmup` steps (the task loss
 moves the weights first). Hard compressor: every `period` steps every weight is snapped to its
 nearest centroid, and once more at the end, before the conversion to packed layers.
+
+Deviation from METHODS §3: there λ is relative to the task-loss scale; here `lam` is an
+absolute weight on Σ_w r(w) (a sum over every quantized weight, not a mean), so the right
+value depends on the model's size and its loss's magnitude and must be tuned per model.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ def lloyd_max_grid(t: Target) -> Grid:
 class S8BQAT:
     """Training-loop hooks for S8BQAT over every layer a recipe selects (see module docstring).
 
-    Knobs: `lam` λ (weight of Σ r(w), relative to a task loss of order 1-100 per batch),
+    Knobs: `lam` λ (absolute weight of Σ r(w), not rescaled to the task loss: a deviation
+    from METHODS §3, tune it per model),
     `warmup` steps of the λ ramp, `period` P of the hard compressor (0: only the final snap),
     `convert`: replace the layers with packed QuantLayers in `on_end`.
     """
