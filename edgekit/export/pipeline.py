@@ -119,6 +119,9 @@ def _load_checkpoint(cfg: ExportConfig):
     if name not in models.names():
         raise EdgekitError(f"{cfg.model}: checkpoint does not say which zoo model it holds "
                            "(expected one written by 'edgekit train')")
+    if cfg.size not in (size, ExportConfig.size):   # the default cannot tell "not given"
+        raise EdgekitError(f"{cfg.model} holds a {name} {size} checkpoint; --size {cfg.size} "
+                           "does not apply (leave it out)")
     # the checkpoint's own config (e.g. chunk_frames) wins over the zoo default
     default = vars(models.build(name, size, pretrained=False).cfg)
     saved = meta.get("config") or {}
@@ -131,8 +134,11 @@ def _load_checkpoint(cfg: ExportConfig):
         else:
             model.load_state_dict(state)
     except (ValueError, RuntimeError) as exc:
+        # load_state_dict's first line only names the class; the next one says what is wrong
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        why = lines[1] if len(lines) > 1 and lines[0].endswith(":") else _one_line(exc)
         raise EdgekitError(f"{cfg.model}: weights do not fit {name} {size}: "
-                           f"{_one_line(exc)}") from None
+                           f"{why[:200]}") from None
     model.eval()
     ex = models.info(name, size)["example_input"]
     calib = [ex(batch=1, seconds=1.0, seed=cfg.seed + 1000 + i) for i in range(cfg.calib)]

@@ -286,6 +286,7 @@ def test_export_qat_checkpoint_keeps_its_codes(tmp_path):
     """A checkpoint of `edgekit train --qat` exports with the trained codes, codebooks and
     scales bit for bit: compress is skipped, only activations are calibrated."""
     import numpy as np
+    import torch
 
     from edgekit import models
     from edgekit.compress.qat import prepare
@@ -321,3 +322,12 @@ def test_export_qat_checkpoint_keeps_its_codes(tmp_path):
     assert "onnx" in rep["formats"]
     line = one_line_error(run(str(ckpt), "--bits", "4", "-o", str(tmp_path / "o2")))
     assert "already quantized" in line
+    line = one_line_error(run(str(ckpt), "--size", "small", "-o", str(tmp_path / "o2")))
+    assert "holds a conformer tiny checkpoint" in line
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": {}}, tmp_path / "bare.pt")
+    line = one_line_error(run(str(tmp_path / "bare.pt"), "-o", str(tmp_path / "o2")))
+    assert "does not say which zoo model" in line
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": {"model": "conformer"}},
+               tmp_path / "wrong.pt")
+    line = one_line_error(run(str(tmp_path / "wrong.pt"), "-o", str(tmp_path / "o2")))
+    assert "weights do not fit conformer tiny: Missing key" in line
