@@ -45,8 +45,13 @@ def _shape(text: str | None) -> tuple | None:
               help="Check EKM parity on the numpy interpreter even when the C++ runtime is built.")
 def export(model, size, recipe, bits, sparsity, nm, calib, formats, out, input_shape, seed, steps,
            onnx_flavor, interpreter) -> None:
-    """Export MODEL (a zoo name or path/to/file.py:factory) to DIR/model.ekm (and ONNX/TFLite),
-    with a per-layer table and a parity report in DIR/export.json."""
+    """Export MODEL to DIR/model.ekm (and ONNX/TFLite), with a per-layer table and a parity
+    report in DIR/export.json.
+
+    MODEL is a zoo name (conformer, conmer, rnnt, nwc, nwc-cmrl), a checkpoint written by
+    `edgekit train` (CKPT.pt; a QAT checkpoint keeps its codes, no recipe allowed), or
+    path/to/file.py:factory (a user module; give --input-shape).
+    """
     from edgekit.export.pipeline import ExportConfig, run_export
 
     if steps < 1:
