@@ -55,9 +55,10 @@ class Options:
 
 
 def find_models(paths: list[str]) -> list[Path]:
-    """Model files from files and folders (a folder contributes its .ekm/.onnx/.tflite)."""
+    """Model files from files and folders (a folder contributes its .ekm/.onnx/.tflite), as
+    absolute paths: runners work in their own temp dirs, where a relative path means nothing."""
     found: list[Path] = []
-    for p in map(Path, paths):
+    for p in (Path(x).absolute() for x in paths):
         if p.is_dir():
             found += sorted(q for q in p.iterdir() if q.suffix in _EXT)
         elif p.is_file():

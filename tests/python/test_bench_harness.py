@@ -345,6 +345,16 @@ def test_find_models(tmp_path):
     assert Path(harness.find_models([str(tmp_path / "a.ekm")])[0]).name == "a.ekm"
 
 
+def test_find_models_returns_absolute_paths(tmp_path, monkeypatch):
+    """Runners work in their own temp dirs: a relative model path must not reach them."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a.onnx").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    for arg in ("m", "m/a.onnx"):
+        (p,) = harness.find_models([arg])
+        assert p.is_absolute() and p == tmp_path / "m" / "a.onnx"
+
+
 def test_unreachable_pi_with_the_default_backends(model_dir, tmp_path):
     """torch (a default backend) matches every .ekm of a zoo model; on an unreachable device
     it is dropped with a note and the edgekit estimate is still produced."""
