@@ -178,4 +178,16 @@ inline float dot8(const float* a, const float* b, int64_t n) {
 
 inline float sigmoidf(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
+// One LSTM cell update from the pre-activation gates g (4H, torch order i, f, g, o), as
+// docs/format.md §2.6 defines it for both lstm and qlstm: c, h updated in place, h copied to y.
+inline void lstm_cell(const float* g, int64_t H, float* c, float* h, float* y) {
+  for (int64_t j = 0; j < H; ++j) {
+    const float i_g = sigmoidf(g[j]), f_g = sigmoidf(g[H + j]);
+    const float g_g = std::tanh(g[2 * H + j]), o_g = sigmoidf(g[3 * H + j]);
+    c[j] = f_g * c[j] + i_g * g_g;
+    h[j] = o_g * std::tanh(c[j]);
+    y[j] = h[j];
+  }
+}
+
 }  // namespace edgekit::runtime::ops

@@ -132,13 +132,7 @@ Status eval(const OpContext& ctx) {
       if (b_hh) v += b_hh[j];
       g[j] = v;
     }
-    for (int64_t j = 0; j < H; ++j) {
-      const float i_g = sigmoidf(g[j]), f_g = sigmoidf(g[H + j]);
-      const float g_g = std::tanh(g[2 * H + j]), o_g = sigmoidf(g[3 * H + j]);
-      c[j] = f_g * c[j] + i_g * g_g;
-      h[j] = o_g * std::tanh(c[j]);
-      y[t * H + j] = h[j];
-    }
+    lstm_cell(g, H, c, h, y + t * H);
   }
   return Status::Ok();
 }
