@@ -38,8 +38,8 @@ def run(model: str, plan: Plan, threads: int, seed: int, states=(), stream: bool
         carried.extend(s for s, n in states if stream and s in ins and n in outs)
         for d in details:
             value = feeds[d["name"]]
-            if d["name"] in carried:
-                value = np.zeros_like(value)
+            if d["name"] in carried:   # real 0: a quantized state's zero point
+                value = np.full_like(value, d["quantization"][1] if d["quantization"][0] else 0)
             it.set_tensor(d["index"], value)
 
         def step():

@@ -10,6 +10,7 @@ docs/export-tflite.md.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,15 @@ import numpy as np
 from edgekit._io import atomic_write_bytes
 from edgekit.export import ir
 from edgekit.export.parity import snr_db
-from edgekit.export.tflite import builder
+from edgekit.export.tflite import builder, fullint
 from edgekit.export.tflite.ops import Emitter
 from edgekit.export.tflite.runner import Stream
 
 __all__ = ["export", "build_graph", "Stream", "graph_paths"]
 
-OPTS = {"lossless": False, "min_bits": None, "split_groups": True, "calib_steps": 4, "seed": 0, "verify": True,
-        "min_layer_snr_db": 10.0, "low_first": True}
+OPTS = {"lossless": False, "min_bits": None, "split_groups": True, "calib_steps": 4, "seed": 0,
+        "verify": True, "min_layer_snr_db": 10.0, "low_first": True, "full_integer": True,
+        "io": "int8"}
 
 
 def graph_paths(model: ir.Model, path) -> dict[str, Path]:
@@ -49,13 +51,60 @@ def build_graph(model: ir.Model, graph: str, *, calibrating: bool, ranges=None, 
     em = Emitter(model, model.graphs[graph], mb, calibrating=calibrating,
                  ranges=ranges or {}, plans={} if plans is None else plans, opts=o)
     em.emit()
-    data = mb.finish()
+    return _finish(em)
+
+
+def _finish(em: Emitter) -> tuple[bytes, Emitter, bytes]:
+    """(file bytes, emitter, probed bytes) of the emitter's model as it is now."""
+    data = em.mb.finish()
     ins, outs = list(em.sg._g.inputs), list(em.sg._g.outputs)
     em.exposed = {k: i for k, i in em.probes.items() if i not in ins and i not in outs}
     em.sg.set_io(ins, outs + list(em.exposed.values()))
-    probed = mb.finish()
+    probed = em.mb.finish()
     em.sg.set_io(ins, outs)
     return data, em, probed
+
+
+def _full_integer(model: ir.Model, g: ir.Graph, data: bytes, em: Emitter, feeds,
+                  io: str) -> tuple[bytes, bytes, dict]:
+    """Calibrate every activation of the integer-island file `data` on `feeds` and convert
+    it in place to a full-integer graph (`fullint`). Returns (file, probed file, report)."""
+    cal, keys = fullint.probe_model(data)
+    base = list(g.outputs) + [n for _, n in g.states if n not in g.outputs]
+    names = base + [f"cal:{i}" for i in range(len(keys) - len(base))]
+    ins = list(g.inputs) + [s for s, _ in g.states]
+    stream = Stream(cal, g.inputs, [s for s, _ in g.states], names, dict(g.states), "default")
+    keys = keys + [("value", 0, em.t[n]) for n in ins if em.t[n] >= 0]
+    steps = []
+    for f in feeds:
+        out = stream.step(f)
+        steps.append([out[n] for n in names] + [stream.fed[n] for n in ins if em.t[n] >= 0])
+    ranges = fullint.ranges_from(keys, steps)
+    sg = em.sg._g
+    old_in, old_out = list(sg.inputs), list(sg.outputs)
+    index_map, rep = fullint.convert(em.mb._model, ranges, io=io,
+                                     wide=em.wide, hints=em.range_hints)
+    # IR names of the graph's inputs/outputs follow their positions; other names and the
+    # probes follow the index map (a removed tensor's probe is dropped)
+    pos = dict(zip(old_in, sg.inputs)) | dict(zip(old_out, sg.outputs))
+    em.t = {n: pos.get(i, index_map.get(i, -1)) for n, i in em.t.items()}
+    em.t = {n: i for n, i in em.t.items() if i >= 0}
+    em.probes = {k: index_map[i] for k, i in em.probes.items() if i in index_map}
+    em.lsb = {}
+    producer = {int(o): op for op in sg.operators for o in op.outputs}
+    for o in sg.outputs:
+        src = o
+        op = producer.get(int(o))
+        if io == "float" and op is not None and int(op.inputs[0]) >= 0:
+            src = int(op.inputs[0])
+        q = sg.tensors[src].quantization
+        if q is not None and q.scale is not None and len(q.scale):
+            em.lsb[int(o)] = float(q.scale[0])
+    rep["float_ops"] = dict(rep["float_ops"])
+    rep["ops"] = dict(Counter(fullint._Model(em.mb._model).name(op)
+                              for s in em.mb._model.subgraphs for op in s.operators))
+    data, em, probed = _finish(em)
+    return data, probed, rep
 
 
 def _check(model, path, calib, opts) -> None:
@@ -70,6 +119,8 @@ def _check(model, path, calib, opts) -> None:
         raise ValueError(f"unknown options {sorted(unknown)}; known: {sorted(OPTS)}")
     if opts.get("min_bits") not in (None, 2, 4, 8):
         raise ValueError(f"min_bits must be None, 2, 4 or 8, got {opts['min_bits']!r}")
+    if opts.get("io", "int8") not in ("int8", "float"):
+        raise ValueError(f"io must be 'int8' or 'float', got {opts['io']!r}")
     if calib is not None and not isinstance(calib, (list, tuple, dict)):
         raise ValueError("calib must be a list of input dicts, or a dict graph -> list")
 
@@ -155,12 +206,11 @@ def _verify(model, g, data, probed, em, feeds, twin_outs, twin_probes) -> dict:
             max_diff[n] = max(max_diff[n], d)
             out[n][0].append(want[n].ravel())
             out[n][1].append(b[n].ravel())
-        pv = _probe_values(em, g, ref, a)
+        pv = _probe_values(em, g, ref, a)   # dequantized by the Stream
         for key in em.probes:
-            q = em.sg.quant_of(em.probes[key])
             r = tp[key[:-2]]  # "<graph>/<op>/<what>_q" ↔ the twin's "<graph>/<op>/<what>"
             layer[key][0].append(r.ravel())
-            layer[key][1].append(((pv[key].astype(np.float64) - q[1][0]) * q[0][0]).ravel())
+            layer[key][1].append(np.asarray(pv[key], np.float64).ravel())
 
     def db(pair) -> float:
         return round(snr_db(np.concatenate(pair[0]), np.concatenate(pair[1])), 2)
@@ -197,12 +247,22 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
             _stream(model, g, twin_probed, "default", twin_em), twin_em, g, feeds)
         data, em, probed = build_graph(model, gname, calibrating=False, ranges=ranges,
                                        plans=plans, **o)
+        full = None
+        if o["full_integer"]:
+            data, probed, full = _full_integer(model, g, data, em, feeds, o["io"])
         info = {"file": str(paths[gname]), "bytes": len(data), "weight_bytes": em.mb.const_bytes,
                 "inputs": list(g.inputs) + [s for s, _ in g.states],
                 "outputs": list(g.outputs) + [n for _, n in g.states if n not in g.outputs],
                 "states": [list(p) for p in g.states], "float_ops": dict(em.float_ops),
                 "integer_ops": dict(em.int_ops), "calibration_steps": len(feeds),
                 "output_lsb": {n: em.lsb[em.t[n]] for n in g.outputs if em.t[n] in em.lsb}}
+        if full is not None:
+            # what is left float after the conversion (TFLite ops), not the IR's float ops
+            info.update(full_integer=True, io=o["io"], float_ops=full["float_ops"],
+                        tflite_ops=full["ops"], requantize_ops=full["requantize_ops"],
+                        requantized_float_layers=full["requantized_float_layers"])
+        else:
+            info.update(full_integer=False)
         if o["verify"]:
             info.update(_verify(model, g, data, probed, em, feeds, twin_outs, probes))
             bad = {k: v for k, v in info["layer_snr_db"].items() if v < o["min_layer_snr_db"]}

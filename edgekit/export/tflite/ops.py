@@ -72,6 +72,10 @@ class Emitter:
         self.body_probes: list[tuple[str, int]] = []
         self._i32: dict = {}
         self.lsb: dict[int, float] = {}  # DEQUANTIZE outputs: the int8 step they come from
+        # tensors a full-integer conversion should keep at 16 bits (fullint.py): LayerNorm's
+        # statistics, whose dynamic range int8 cannot hold
+        self.wide: set[tuple[int, int]] = set()   # (subgraph, tensor)
+        self.range_hints: dict[tuple[int, int], tuple] = {}   # grid overrides (fullint)
 
     # ---- tensors -------------------------------------------------------------------------
     def tin(self, name: str | None) -> int:
@@ -451,18 +455,40 @@ class Emitter:
         self.op("MEAN", [sq, axis], [var], keep)
         ve, r = self.new(n + "/var_eps", red), self.new(n + "/rstd", red)
         self.op("ADD", [var, self.f32(n + "/eps", op.floats[0])], [ve], fb.AddOptionsT())
-        self.op("RSQRT", [ve], [r])
+        r0 = self.new(n + "/rstd0", red)
+        self.op("RSQRT", [ve], [r0])
+        newton = self._newton_rsqrt(n, ve, r0, r, red)
         out = self.tout(op.outputs[0])
         steps = [("MUL", r, fb.MulOptionsT())]
         if gamma is not None:
             steps.append(("MUL", self.tin(gamma), fb.MulOptionsT()))
         if beta is not None:
             steps.append(("ADD", self.tin(beta), fb.AddOptionsT()))
-        cur = d
+        cur, made = d, [mean, d, sq, var, ve, r0, r, *newton]
         for j, (name, other, opt) in enumerate(steps):
             o = out if j == len(steps) - 1 else self.new(f"{n}/ln{j}", shape)
             self.op(name, [cur, other], [o], opt)
             cur = o
+            made.append(o)
+        self.wide.update((self.sg.index, t) for t in made)
+
+    def _newton_rsqrt(self, n: str, v: int, r0: int, r: int, shape) -> list[int]:
+        """r = r0·(1.5 − 0.5·v·r0²), one Newton step on r0 ≈ 1/sqrt(v). In float it changes
+        nothing; in a full-integer file it repairs LiteRT's int16 RSQRT, a table whose error
+        grows to ~9 % for inputs near 1 % of the grid's top (rows of small variance). The
+        product is formed as (v·r0)·r0 so no intermediate spans more than sqrt of v's range;
+        the ones that sit at ~1 get fixed grids with headroom for r0's error (`range_hints`)."""
+        fb = builder._fb()
+        a, b, h, c = (self.new(f"{n}/newton_{k}", shape) for k in "abhc")
+        self.op("MUL", [v, r0], [a], fb.MulOptionsT())
+        self.op("MUL", [a, r0], [b], fb.MulOptionsT())
+        self.op("MUL", [b, self.f32(n + "/minus_half", -0.5)], [h], fb.MulOptionsT())
+        self.op("ADD", [h, self.f32(n + "/three_halves", 1.5)], [c], fb.AddOptionsT())
+        self.op("MUL", [r0, c], [r], fb.MulOptionsT())
+        hints = {a: ("margin", 1.25), b: ("fixed", 0.0, 2.0), h: ("fixed", -1.0, 0.0),
+                 c: ("fixed", 0.0, 1.5), r0: ("margin", 1.1), r: ("margin", 1.05)}
+        self.range_hints.update({(self.sg.index, t): v for t, v in hints.items()})
+        return [a, b, h, c]
 
     def op_softmax(self, op: ir.Op) -> None:
         self.floating(op)

@@ -31,16 +31,26 @@ def interpreter(model: bytes, resolver: str = "default", preserve: bool = False,
     return it
 
 
+def _grid(detail) -> tuple[float, int] | None:
+    scale, zp = detail.get("quantization", (0.0, 0))
+    return (float(scale), int(zp)) if scale else None
+
+
 class Stream:
     """Step a graph's .tflite: `inputs`/`states` are the IR names of the file's inputs in
     order (graph inputs, then state tensors), `outputs` the IR names of its outputs, and
-    `state_next` maps each state to the output holding its next value."""
+    `state_next` maps each state to the output holding its next value.
+
+    Quantized (int8) inputs and outputs — a full-integer file — are converted at the
+    boundary: float feeds are quantized on the input's grid, outputs are returned
+    dequantized (`raw` keeps the int8 codes too), and states are carried as int8 codes."""
 
     def __init__(self, model: bytes, inputs, states, outputs, state_next: dict,
                  resolver: str = "default", threads: int = 1):
         self.it = interpreter(model, resolver, threads=threads)
         self.inputs, self.states, self.outputs = list(inputs), list(states), list(outputs)
         self.state_next = dict(state_next)
+        self.raw: dict = {}
         self._in = [d for d in self.it.get_input_details()]
         self._out = [d for d in self.it.get_output_details()]
         if len(self._in) != len(self.inputs) + len(self.states) or len(self._out) != len(self.outputs):
@@ -50,7 +60,9 @@ class Stream:
     def reset(self) -> None:
         """Zero every streaming state (what `Session.reset()` does for EKM)."""
         det = self._in[len(self.inputs):]
-        self.state = {n: np.zeros(d["shape"], d["dtype"]) for n, d in zip(self.states, det)}
+        # a quantized state starts at the code of real 0, its zero point
+        self.state = {n: np.full(d["shape"], (_grid(d) or (0, 0))[1], d["dtype"])
+                      for n, d in zip(self.states, det)}
 
     def step(self, feed: dict) -> dict:
         """Run one call: `feed` maps graph input names to arrays (states given in `feed`
@@ -67,10 +79,19 @@ class Stream:
             v = np.asarray(v)
             if tuple(v.shape) != tuple(d["shape"]):
                 raise ValueError(f"input {name!r} has shape {v.shape}, expected {tuple(d['shape'])}")
+            g = _grid(d)
+            if g is not None and np.issubdtype(v.dtype, np.floating):
+                info = np.iinfo(d["dtype"])
+                v = np.clip(np.rint(v.astype(np.float64) / g[0]) + g[1], info.min, info.max)
             self.fed[name] = np.ascontiguousarray(v.astype(d["dtype"], copy=False))
             self.it.set_tensor(d["index"], self.fed[name])
         self.it.invoke()
-        out = {n: self.it.get_tensor(d["index"]).copy() for n, d in zip(self.outputs, self._out)}
+        self.raw = {n: self.it.get_tensor(d["index"]).copy() for n, d in zip(self.outputs, self._out)}
+        out = {}
+        for n, d in zip(self.outputs, self._out):
+            g = _grid(d)
+            out[n] = (self.raw[n] if g is None else
+                      ((self.raw[n].astype(np.float64) - g[1]) * g[0]).astype(np.float32))
         for s in self.states:
-            self.state[s] = out[self.state_next[s]]
+            self.state[s] = self.raw[self.state_next[s]]
         return out
