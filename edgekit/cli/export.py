@@ -41,10 +41,16 @@ def _shape(text: str | None) -> tuple | None:
 @click.option("--onnx-flavor", type=click.Choice(["qdq", "ort"]), default="qdq",
               show_default=True, help="ONNX weights: qdq = standard DequantizeLinear ops; ort = "
               "com.microsoft MatMulNBits for 2/4/8-bit uniform linear layers.")
+@click.option("--tflite-io", type=click.Choice(["int8", "float"]), default="int8",
+              show_default=True, help="TFLite graph inputs, outputs and streaming states: int8 "
+              "(integer-only devices) or float with QUANTIZE/DEQUANTIZE at the boundary.")
+@click.option("--tflite-float-ops", is_flag=True,
+              help="TFLite: keep float ops between the integer layers (no full-integer "
+              "conversion; closer to the compressed model, not for integer-only hardware).")
 @click.option("--interpreter", is_flag=True,
               help="Check EKM parity on the numpy interpreter even when the C++ runtime is built.")
 def export(model, size, recipe, bits, sparsity, nm, calib, formats, out, input_shape, seed, steps,
-           onnx_flavor, interpreter) -> None:
+           onnx_flavor, tflite_io, tflite_float_ops, interpreter) -> None:
     """Export MODEL to DIR/model.ekm (and ONNX/TFLite), with a per-layer table and a parity
     report in DIR/export.json.
 
@@ -59,7 +65,9 @@ def export(model, size, recipe, bits, sparsity, nm, calib, formats, out, input_s
     cfg = ExportConfig(model=model, out=out, size=size, recipe=recipe, bits=bits,
                        sparsity=sparsity, nm=nm, calib=calib, formats=tuple(formats.split(",")),
                        input_shape=_shape(input_shape), seed=seed, steps=steps,
-                       prefer_runtime=not interpreter, options={"onnx": {"flavor": onnx_flavor}})
+                       prefer_runtime=not interpreter,
+                       options={"onnx": {"flavor": onnx_flavor},
+                                "tflite": {"io": tflite_io, "full_integer": not tflite_float_ops}})
     report = _run_with_progress(cfg, run_export)
     _print(report, out)
 
@@ -118,6 +126,15 @@ def _print(report: dict, out: str) -> None:
                   _fmt_db(e["worst_snr_vs_compressed_db"]), _fmt_db(e["worst_snr_vs_fp32_db"]),
                   _widened(e.get("widened_layers") or []))
     con.print(p)
+    tfl = report["formats"].get("tflite", {}).get("emitter_report", {}).get("graphs", {})
+    if tfl:
+        full = all(g.get("full_integer") for g in tfl.values())
+        left = sum(sum(g.get("float_ops", {}).values()) for g in tfl.values())
+        lsb = max((v for g in tfl.values() for v in g.get("xnnpack_vs_ref_max_lsb", {}).values()),
+                  default=None)
+        con.print(f"tflite: {'full-integer' if full else 'integer layers, float between them'}"
+                  f", {left} float op(s) left; XNNPACK vs reference resolver: "
+                  f"{'-' if lsb is None else f'{lsb:g}'} LSB max on the outputs")
     d = Table(title="parity per graph output (SNR dB over the streaming calls)")
     for col in ("format", "graph", "output", "vs compressed", "vs fp32"):
         d.add_column(col, justify="left" if col in ("format", "graph", "output") else "right")

@@ -20,7 +20,7 @@ from edgekit.export import ir
 from edgekit.export.parity import snr_db
 from edgekit.export.tflite import builder, fullint
 from edgekit.export.tflite.ops import Emitter
-from edgekit.export.tflite.runner import Stream
+from edgekit.export.tflite.runner import Stream, survives
 
 __all__ = ["export", "build_graph", "Stream", "graph_paths"]
 
@@ -73,7 +73,8 @@ def _full_integer(model: ir.Model, g: ir.Graph, data: bytes, em: Emitter, feeds,
     base = list(g.outputs) + [n for _, n in g.states if n not in g.outputs]
     names = base + [f"cal:{i}" for i in range(len(keys) - len(base))]
     ins = list(g.inputs) + [s for s, _ in g.states]
-    stream = Stream(cal, g.inputs, [s for s, _ in g.states], names, dict(g.states), "default")
+    # builtin kernels: XNNPACK refuses some graphs whose inner tensors are all outputs
+    stream = Stream(cal, g.inputs, [s for s, _ in g.states], names, dict(g.states), "builtin")
     keys = keys + [("value", 0, em.t[n]) for n in ins if em.t[n] >= 0]
     steps = []
     for f in feeds:
@@ -83,7 +84,8 @@ def _full_integer(model: ir.Model, g: ir.Graph, data: bytes, em: Emitter, feeds,
     sg = em.sg._g
     old_in, old_out = list(sg.inputs), list(sg.outputs)
     index_map, rep = fullint.convert(em.mb._model, ranges, io=io,
-                                     wide=em.wide, hints=em.range_hints)
+                                     wide=em.wide, hints=em.range_hints,
+                                     outputs=[em.t[n] for n in g.outputs])
     # IR names of the graph's inputs/outputs follow their positions; other names and the
     # probes follow the index map (a removed tensor's probe is dropped)
     pos = dict(zip(old_in, sg.inputs)) | dict(zip(old_out, sg.outputs))
@@ -104,6 +106,11 @@ def _full_integer(model: ir.Model, g: ir.Graph, data: bytes, em: Emitter, feeds,
     rep["ops"] = dict(Counter(fullint._Model(em.mb._model).name(op)
                               for s in em.mb._model.subgraphs for op in s.operators))
     data, em, probed = _finish(em)
+    why = survives(data, g.inputs, [s for s, _ in g.states], base, dict(g.states), feeds[:1])
+    if why is not None:
+        raise ValueError(f"graph {g.name}: the full-integer file does not run ({why}); "
+                         "export with full_integer=False (--tflite-float-ops) to keep float "
+                         "ops between the integer layers")
     return data, probed, rep
 
 

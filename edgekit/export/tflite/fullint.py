@@ -333,13 +333,15 @@ def _grid_of(t) -> tuple[float, int] | None:
 
 
 # ---- 3. the conversion --------------------------------------------------------------------------
-def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None) -> tuple[dict, dict]:
+def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
+            outputs=()) -> tuple[dict, dict]:
     """Make `model` (a ModelT, changed in place) full-integer with calibrated `ranges`
     (from `ranges_from`). `wide`: (subgraph, tensor) pairs to keep at int16 (symmetric
     grids, LiteRT's 16-bit kernels), with QUANTIZE where they meet int8 tensors. `hints`:
     (subgraph, tensor) → ("fixed", lo, hi) replaces a group's calibrated range, ("margin",
     k) widens it k times (values the float calibration cannot show, e.g. the error of a
-    table lookup that a later op corrects).
+    table lookup that a later op corrects). `outputs`: main-subgraph tensors that are the
+    graph's results (not streaming states): their groups keep their calibrated grid.
     Returns (old → new main-subgraph tensor index map, report)."""
     if io not in ("int8", "float"):
         raise ValueError(f"io must be 'int8' or 'float', got {io!r}")
@@ -404,8 +406,9 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None) -> tuple
             for k, i in enumerate(op.inputs):
                 consumers[(s, int(i))].append((op, k))
     wide_roots = {g.find(n) for n in wide if n in g.parent}
+    out_roots = {g.find((0, int(t))) for t in outputs if (0, int(t)) in g.parent}
     for root, nodes in members.items():
-        if root in g.fixed or root in wide_roots:
+        if root in g.fixed or root in wide_roots or root in out_roots:
             continue
         target, ok = None, True
         for node in nodes:
@@ -453,6 +456,8 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None) -> tuple
             elif h is not None and h[0] == "margin":
                 lo, hi = lo * h[1], hi * h[1]
         span[root] = (lo, hi)
+
+    _floor_scales(mm, subs, g, span, wide_roots)
 
     def grid(node):
         r = g.find(node)
@@ -541,6 +546,55 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None) -> tuple
         _dead_code(mm, s)
     index_map = _compact(mm, 0)
     return index_map, rep
+
+
+def _floor_scales(mm: _Model, subs, g: _Groups, span: dict, wide_roots: set) -> None:
+    """XNNPACK refuses (at runtime creation, for the whole graph) an integer FULLY_CONNECTED
+    or CONV whose requantization scale s_in·s_w/s_out reaches 256, and a MUL whose
+    s_a·s_b/s_out does: a free output group whose calibrated range is that small (a layer
+    whose output is ~0 on the calibration data) is widened until the ratio is ≤ 128."""
+    def scale(node):
+        r = g.find(node)
+        if r in g.fixed:
+            return g.fixed[r][0]
+        return None if r in wide_roots else int8_grid(*span.get(r, (0.0, 0.0)))[0]
+
+    for s in subs:
+        sg = mm.m.subgraphs[s]
+        for op in sg.operators:
+            name = mm.name(op)
+            if name not in WEIGHT_OPS + ("MUL", "BATCH_MATMUL") or not len(op.outputs):
+                continue
+            ins = [int(i) for i in op.inputs]
+            out = (s, int(op.outputs[0]))
+            root = g.find(out)
+            if root in g.fixed or root in wide_roots or root not in span:
+                continue
+            if name in WEIGHT_OPS:
+                t = sg.tensors[ins[1]]
+                if t.type == mm.T.FLOAT32:
+                    w = np.abs(mm.const(sg, ins[1]))
+                    sw = float(w.max()) / 127.0
+                else:
+                    sw = float(np.max(t.quantization.scale)) if t.quantization else 0.0
+                sa = scale((s, ins[0]))
+                prod = None if sa is None else sa * sw
+            else:
+                sa, sb = scale((s, ins[0])), scale((s, ins[1])) if ins[1] >= 0 else None
+                if mm.is_const(sg, ins[1]):
+                    v = mm.const(sg, ins[1])
+                    sb = _own_grid(v.astype(np.float64), 8)[0]
+                prod = None if sa is None or sb is None else sa * sb
+            if not prod:
+                continue
+            lo, hi = span[root]
+            have = int8_grid(lo, hi)[0]
+            if have < prod / 128.0:
+                k = prod / 128.0 / have
+                lo, hi = min(lo, 0.0) * k, max(hi, 0.0) * k
+                if hi - lo <= 1e-8:   # an all-zero range: a symmetric one of the needed size
+                    lo, hi = -127.5 * prod / 128.0, 127.5 * prod / 128.0
+                span[root] = (lo, hi)
 
 
 def _convert_mixed(mm: _Model, s: int, isl_ids: set, grid, span_of, rep) -> None:

@@ -95,3 +95,36 @@ class Stream:
         for s in self.states:
             self.state[s] = self.raw[self.state_next[s]]
         return out
+
+
+def survives(model: bytes, inputs, states, outputs, state_next: dict, feeds) -> str | None:
+    """Run `model` on `feeds` with every resolver in a forked child; None when that worked,
+    else one line saying how the child died. LiteRT aborts the whole process on some kernel
+    conditions (e.g. its int16 ADD's power-of-two path), which no `except` can catch: a
+    file is run here before it is run in this process."""
+    import os
+    import signal
+
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # child: no Python cleanup, only an exit status and a message
+        os.close(rd)
+        code, msg = 0, b""
+        try:
+            for r in ("ref", "default"):
+                s = Stream(model, inputs, states, outputs, state_next, r)
+                for f in feeds:
+                    s.step(f)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
+            code, msg = 3, " ".join(str(exc).split()).encode()[:500]
+        os.write(wr, msg)
+        os._exit(code)
+    os.close(wr)
+    with os.fdopen(rd, "rb") as f:
+        msg = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return f"LiteRT was killed by {signal.Signals(os.WTERMSIG(status)).name} running it"
+    if os.WEXITSTATUS(status) != 0:
+        return f"LiteRT failed running it: {msg or 'no message'}"
+    return None
