@@ -51,6 +51,7 @@ SAME_GRID = {"RESHAPE": (0,), "TRANSPOSE": (0,), "STRIDED_SLICE": (0,), "SLICE":
              "GATHER": (0,), "SPLIT": (1,), "PAD": (0,), "PADV2": (0, 2),
              "DYNAMIC_UPDATE_SLICE": (0, 1), "CONCATENATION": None, "MAXIMUM": (0, 1),
              "MINIMUM": (0, 1), "SELECT_V2": (1, 2), "DEQUANTIZE": (0,)}
+COMPARE = ("EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL")
 # int8 in → int8 out kernels checked against float math in LiteRT 2.x (both resolvers)
 INT8_OPS = {"ADD", "SUB", "MUL", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM", "RSQRT", "EXP",
             "LOG", "ABS", "NEG", "LOGISTIC", "TANH", "SOFTMAX", "LEAKY_RELU", "RELU", "MEAN",
@@ -378,6 +379,10 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
                     raise ValueError(f"{name} has no 16-bit kernel")
                 if not g.fix((s, outs[0]), fixed[name]):
                     raise ValueError(f"{name} output has two fixed grids")
+            if name in COMPARE and len(ins) == 2 and ins[1] >= 0:
+                # a comparison of two int8 grids is exact only on one grid
+                if not g.union((s, ins[0]), (s, ins[1])):
+                    requant.append((s, op, 1))
             if name in SAME_GRID:
                 slots = range(len(ins)) if SAME_GRID[name] is None else SAME_GRID[name]
                 for o in outs[1:]:
@@ -493,7 +498,8 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
             for k, i in enumerate(op.inputs):
                 if (id(op), k) in rq:
                     t = mm.new_tensor(sg, int(i), "/rq")
-                    g.parent[(s, t)] = g.find((s, int(op.outputs[0])))
+                    onto = int(op.inputs[0]) if name in COMPARE else int(op.outputs[0])
+                    g.parent[(s, t)] = g.find((s, onto))
                     ops.append(mm.new_op("QUANTIZE", [int(i)], [t]))
                     op.inputs[k] = t
                     rep["requantize_ops"] += 1
@@ -554,6 +560,8 @@ def _floor_scales(mm: _Model, subs, g: _Groups, span: dict, wide_roots: set) -> 
     s_a·s_b/s_out does: a free output group whose calibrated range is that small (a layer
     whose output is ~0 on the calibration data) is widened until the ratio is ≤ 128."""
     def scale(node):
+        if node not in g.parent:   # a constant operand: not in any group
+            return None
         r = g.find(node)
         if r in g.fixed:
             return g.fixed[r][0]
