@@ -43,6 +43,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+BIG = 1e30         # |values| past this are masks (±inf, or ±FLT_MAX after LiteRT's clamps)
 MASK_SPAN = 16.0   # exp(-16) < 1/256 / 24 keys: a masked score rounds to probability 0
 FIXED_OUT = {"LOGISTIC": (1.0 / 256, -128), "SOFTMAX": (1.0 / 256, -128), "TANH": (1.0 / 128, 0)}
 FIXED_OUT16 = {"LOGISTIC": (1.0 / 32768, 0), "TANH": (1.0 / 32768, 0)}
@@ -224,14 +225,16 @@ def ranges_from(keys: list[tuple], steps: list[list[np.ndarray]]) -> dict:
         for key, v in zip(keys, values):
             kind, sg, t = key
             v = np.asarray(v, np.float64)
-            fin = v[np.isfinite(v)]
+            # LiteRT's float kernels clamp -inf to -FLT_MAX (their activation bounds): a
+            # magnitude past BIG is a masked value, not a range to cover
+            fin = v[np.isfinite(v) & (np.abs(v) < BIG)]
             r = out.setdefault((sg, t), [np.inf, -np.inf, False, False])
-            if kind in ("value", "min") and fin.size and fin.min() < 3e38:
+            if kind in ("value", "min") and fin.size:
                 r[0] = min(r[0], float(fin.min()))
-            if kind in ("value", "max") and fin.size and fin.max() > -3e38:
+            if kind in ("value", "max") and fin.size:
                 r[1] = max(r[1], float(fin.max()))
-            r[2] = r[2] or bool(np.any(v == -np.inf)) or (kind == "min" and bool(np.any(v <= -3e38)))
-            r[3] = r[3] or bool(np.any(v == np.inf))
+            r[2] = r[2] or bool(np.any(v <= -BIG)) if kind != "max" else r[2]
+            r[3] = r[3] or bool(np.any(v >= BIG)) if kind != "min" else r[3]
     return out
 
 
@@ -269,7 +272,7 @@ def _quantize(x: np.ndarray, grid, bits: int = 8) -> np.ndarray:
 
 
 def _own_grid(values: np.ndarray, bits: int) -> tuple[float, int]:
-    fin = values[np.isfinite(values)]
+    fin = values[np.isfinite(values) & (np.abs(values) < BIG)]
     lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 0.0)
     return int16_grid(lo, hi) if bits == 16 else int8_grid(lo, hi)
 
@@ -341,7 +344,8 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
     grids, LiteRT's 16-bit kernels), with QUANTIZE where they meet int8 tensors. `hints`:
     (subgraph, tensor) → ("fixed", lo, hi) replaces a group's calibrated range, ("margin",
     k) widens it k times (values the float calibration cannot show, e.g. the error of a
-    table lookup that a later op corrects). `outputs`: main-subgraph tensors that are the
+    table lookup that a later op corrects), ("cover", node) makes it cover that node's
+    range too (a mean covers its input's). `outputs`: main-subgraph tensors that are the
     graph's results (not streaming states): their groups keep their calibrated grid.
     Returns (old → new main-subgraph tensor index map, report)."""
     if io not in ("int8", "float"):
@@ -440,10 +444,10 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
             sg = model.subgraphs[s]
             if mm.is_const(sg, t) and sg.tensors[t].type == mm.T.FLOAT32:
                 v = mm.const(sg, t)
-                fin = v[np.isfinite(v)]
+                fin = v[np.isfinite(v) & (np.abs(v) < BIG)]
                 if fin.size:
                     lo, hi = min(lo, float(fin.min())), max(hi, float(fin.max()))
-                ninf = ninf or bool(np.any(v == -np.inf))
+                ninf = ninf or bool(np.any(v <= -BIG))
                 continue
             r = ranges.get((s, t))
             if r is not None:
@@ -461,6 +465,11 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
             elif h is not None and h[0] == "margin":
                 lo, hi = lo * h[1], hi * h[1]
         span[root] = (lo, hi)
+    for node, h in (hints or {}).items():   # "cover": at least the range of another tensor
+        if h[0] == "cover" and node in g.parent and h[1] in g.parent:
+            a, b = g.find(node), g.find(h[1])
+            if a in span and b in span:
+                span[a] = (min(span[a][0], span[b][0]), max(span[a][1], span[b][1]))
 
     _floor_scales(mm, subs, g, span, wide_roots)
 
@@ -733,10 +742,16 @@ def _quantize_rest(mm: _Model, s: int, g: _Groups, grid, ranges, rep) -> None:
             sg.tensors[i].quantization = _qparams(gr)
 
 
+RSQRT16_FLOOR = 16   # int16 steps: ε ≥ 2^-11 of the variance grid's top
+
+
 def _fix_rsqrt_eps(mm: _Model, s: int) -> None:
     """RSQRT's kernels refuse 0: an ADD of a constant ε feeding it must add at least one step
-    of its output grid (else a zero variance rounds to 0). ε is put on the output's own grid
-    (LiteRT's int16 ADD aborts the process when its two input scales are ~2^15 apart)."""
+    of its output grid (else a zero variance rounds to 0). At int16 it adds at least
+    `RSQRT16_FLOOR` steps: LiteRT's int16 RSQRT is a table that is 3x off in its lowest
+    steps, more than the Newton steps after it can repair (rows of variance under 2^-11 of
+    the largest are damped: ~1 % at 1/50 of it). ε is put on the output's own grid (LiteRT's
+    int16 ADD aborts the process when its two input scales are ~2^15 apart)."""
     sg = mm.m.subgraphs[s]
     prod = {int(o): op for op in sg.operators for o in op.outputs}
     for op in sg.operators:
@@ -752,7 +767,8 @@ def _fix_rsqrt_eps(mm: _Model, s: int) -> None:
                 gr = _grid_of(sg.tensors[i])
                 val = (mm.const(sg, i).astype(np.float64) - gr[1]) * gr[0]
                 bits = 16 if sg.tensors[i].type == mm.T.INT16 else 8
-                code = np.maximum(np.rint(val / out[0]), 1) + out[1]
+                floor = RSQRT16_FLOOR if bits == 16 else 1
+                code = np.maximum(np.rint(val / out[0]), floor) + out[1]
                 hi = (1 << (bits - 1)) - 1
                 mm.set_const(sg, i, np.clip(code, -hi - 1, hi).astype(
                     np.int16 if bits == 16 else np.int8))
