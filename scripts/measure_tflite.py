@@ -5,7 +5,9 @@ For each model: the fp32 PyTorch model is the reference. Rows:
 * `aeq-int4`: that float file quantized by ai-edge-quantizer's `dynamic_wi4c_afp32` recipe
   (int4 channelwise weights, float activations quantized on the fly) — the peer;
 * `int8`, `int4`, `mixed`: compressed by edgekit's recipe, lowered, exported full-integer
-  where the exporter can (report of float ops and widened layers included).
+  (int8 activations end to end, int8 I/O; report of float ops and widened layers included);
+  `<recipe>-float`: the same model with float ops kept between the integer layers
+  (`full_integer=False`); `int4-pc`: int4 with per-channel re-quantized weights.
 SNRs are on the streaming graph's output over a held-out utterance fed chunk by chunk
 (states carried): vs fp32 PyTorch and vs the compressed PyTorch model. Calibration uses a
 different utterance (seed 1) than the evaluation (seed 0). Latency: LiteRT, one thread,
@@ -147,7 +149,7 @@ def measure_model(name: str, size: str, recipes, seconds: float, iters: int, wor
     calib = {st["graph"]: [{st["input"]: c.numpy()} for c in calib_chunks[:8]]}
     t0 = time.time()
     irf = lower(m, zoo_graphs(name, m))
-    rep = tflite.export(irf, work / f"{name}.fp32.tflite", calib=calib)
+    rep = tflite.export(irf, work / f"{name}.fp32.tflite", calib=calib, full_integer=False)
     files = rep["files"]
     rows["fp32"] = {"bytes": _sizes(files),
                     "snr_vs_fp32_db": snr(ref, run_stream(irf, files, eval_chunks, st)),
@@ -160,13 +162,17 @@ def measure_model(name: str, size: str, recipes, seconds: float, iters: int, wor
                             "latency": latency(irf, af, iters), "seconds": round(time.time() - t0, 1)}
     except Exception as exc:  # the peer tool's own failure is a result, not a crash
         rows["aeq-int4"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-    for r in [r for r in recipes if r != "int4-pc"]:
+    variants = {"-pc": {"split_groups": False}, "-float": {"full_integer": False}}
+    base = list(dict.fromkeys(next((r[:-len(k)] for k in variants if r.endswith(k)), r)
+                              for r in recipes))
+    for r in base:
         t0 = time.time()
         c = compress(m, r, calib=[_example(name, m, seconds, 1)])
         cref = torch_steps(c, eval_chunks)
         irm = lower(c, zoo_graphs(name, c))
-        for row, opts in [(r, {})] + ([("int4-pc", {"split_groups": False})]
-                                       if r == "int4" and "int4-pc" in recipes else []):
+        todo = [(r, {})] if r in recipes else []
+        todo += [(r + k, o) for k, o in variants.items() if r + k in recipes]
+        for row, opts in todo:
             rows[row] = _export_row(name, row, irm, opts, calib, ref, cref, eval_chunks, st,
                                     iters, work, t0)
     return {"size": size, "params": sum(p.numel() for p in m.parameters()),
@@ -190,6 +196,9 @@ def _export_row(name, r, irm, opts, calib, ref, cref, eval_chunks, st, iters, wo
         "integer_ops": {g: i["integer_ops"] for g, i in rep["graphs"].items()},
         "xnnpack_vs_ref_max_abs_diff": {g: i["xnnpack_vs_ref_max_abs_diff"]
                                         for g, i in rep["graphs"].items()},
+        "xnnpack_vs_ref_max_lsb": {g: i["xnnpack_vs_ref_max_lsb"] for g, i in rep["graphs"].items()},
+        "full_integer": all(i.get("full_integer") for i in rep["graphs"].values()),
+        "requantize_ops": sum(i.get("requantize_ops", 0) for i in rep["graphs"].values()),
         "latency": latency(irm, rep["files"], iters), "seconds": round(time.time() - t0, 1)}
     keys = ("bytes", "snr_vs_fp32_db", "snr_vs_compressed_db")
     print(f"  {name} {r}: {json.dumps({k: row[k] for k in keys})}", flush=True)
@@ -200,8 +209,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="small", choices=["tiny", "small"])
     ap.add_argument("--models", default="conmer,conformer,nwc,rnnt")
-    ap.add_argument("--recipes", default="int8,int4,int4-pc,mixed",
-                    help="int4-pc: the int4 model exported with split_groups=False")
+    ap.add_argument("--recipes", default="int8,int8-float,int4,mixed",
+                    help="int4-pc: the int4 model exported with split_groups=False; "
+                    "<recipe>-float: exported with float ops between the integer layers")
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("-o", "--out", default="out/tflite_measure.json")
