@@ -44,13 +44,16 @@ def _shape(text: str | None) -> tuple | None:
 @click.option("--tflite-io", type=click.Choice(["int8", "float"]), default="int8",
               show_default=True, help="TFLite graph inputs, outputs and streaming states: int8 "
               "(integer-only devices) or float with QUANTIZE/DEQUANTIZE at the boundary.")
+@click.option("--tflite-norm-bits", type=click.Choice(["8", "16"]), default="8",
+              show_default=True, help="TFLite full-integer: LayerNorm statistics at int8 or "
+              "int16 (closer to the model, slower in LiteRT: XNNPACK has no int16 ops).")
 @click.option("--tflite-float-ops", is_flag=True,
               help="TFLite: keep float ops between the integer layers (no full-integer "
               "conversion; closer to the compressed model, not for integer-only hardware).")
 @click.option("--interpreter", is_flag=True,
               help="Check EKM parity on the numpy interpreter even when the C++ runtime is built.")
 def export(model, size, recipe, bits, sparsity, nm, calib, formats, out, input_shape, seed, steps,
-           onnx_flavor, tflite_io, tflite_float_ops, interpreter) -> None:
+           onnx_flavor, tflite_io, tflite_norm_bits, tflite_float_ops, interpreter) -> None:
     """Export MODEL to DIR/model.ekm (and ONNX/TFLite), with a per-layer table and a parity
     report in DIR/export.json.
 
@@ -67,7 +70,8 @@ def export(model, size, recipe, bits, sparsity, nm, calib, formats, out, input_s
                        input_shape=_shape(input_shape), seed=seed, steps=steps,
                        prefer_runtime=not interpreter,
                        options={"onnx": {"flavor": onnx_flavor},
-                                "tflite": {"io": tflite_io, "full_integer": not tflite_float_ops}})
+                                "tflite": {"io": tflite_io, "full_integer": not tflite_float_ops,
+                                           "norm_bits": int(tflite_norm_bits)}})
     report = _run_with_progress(cfg, run_export)
     _print(report, out)
 

@@ -26,7 +26,7 @@ __all__ = ["export", "build_graph", "Stream", "graph_paths"]
 
 OPTS = {"lossless": False, "min_bits": None, "split_groups": True, "calib_steps": 4, "seed": 0,
         "verify": True, "min_layer_snr_db": 10.0, "low_first": True, "full_integer": True,
-        "io": "int8"}
+        "io": "int8", "norm_bits": 8}
 
 
 def graph_paths(model: ir.Model, path) -> dict[str, Path]:
@@ -66,7 +66,7 @@ def _finish(em: Emitter) -> tuple[bytes, Emitter, bytes]:
 
 
 def _full_integer(model: ir.Model, g: ir.Graph, data: bytes, em: Emitter, feeds,
-                  io: str) -> tuple[bytes, bytes, dict]:
+                  io: str, norm_bits: int) -> tuple[bytes, bytes, dict]:
     """Calibrate every activation of the integer-island file `data` on `feeds` and convert
     it in place to a full-integer graph (`fullint`). Returns (file, probed file, report)."""
     cal, keys = fullint.probe_model(data)
@@ -84,7 +84,9 @@ def _full_integer(model: ir.Model, g: ir.Graph, data: bytes, em: Emitter, feeds,
     sg = em.sg._g
     old_in, old_out = list(sg.inputs), list(sg.outputs)
     index_map, rep = fullint.convert(em.mb._model, ranges, io=io,
-                                     wide=em.wide, hints=em.range_hints,
+                                     wide={k for k, v in em.wide.items()
+                                           if v == "lstm" or norm_bits == 16},
+                                     hints=em.range_hints,
                                      outputs=[em.t[n] for n in g.outputs])
     # IR names of the graph's inputs/outputs follow their positions; other names and the
     # probes follow the index map (a removed tensor's probe is dropped)
@@ -126,6 +128,8 @@ def _check(model, path, calib, opts) -> None:
         raise ValueError(f"unknown options {sorted(unknown)}; known: {sorted(OPTS)}")
     if opts.get("min_bits") not in (None, 2, 4, 8):
         raise ValueError(f"min_bits must be None, 2, 4 or 8, got {opts['min_bits']!r}")
+    if opts.get("norm_bits", 8) not in (8, 16):
+        raise ValueError(f"norm_bits must be 8 or 16, got {opts['norm_bits']!r}")
     if opts.get("io", "int8") not in ("int8", "float"):
         raise ValueError(f"io must be 'int8' or 'float', got {opts['io']!r}")
     if calib is not None and not isinstance(calib, (list, tuple, dict)):
@@ -206,11 +210,14 @@ def _verify(model, g, data, probed, em, feeds, twin_outs, twin_probes) -> dict:
     layer = {k: ([], []) for k in em.probes}
     out = {n: ([], []) for n in g.outputs}
     max_diff = {n: 0.0 for n in g.outputs}
+    lsb_diffs = {n: [] for n in g.outputs}
     for f, want, tp in zip(feeds, twin_outs, twin_probes):
         a, b = ref.step(f), xnn.step(f)
         for n in g.outputs:
-            d = float(np.max(np.abs(a[n].astype(np.float64) - b[n]), initial=0))
-            max_diff[n] = max(max_diff[n], d)
+            diff = np.abs(a[n].astype(np.float64) - b[n])
+            max_diff[n] = max(max_diff[n], float(np.max(diff, initial=0)))
+            if em.t[n] in em.lsb:
+                lsb_diffs[n].append(np.rint(diff.ravel() / em.lsb[em.t[n]]))
             out[n][0].append(want[n].ravel())
             out[n][1].append(b[n].ravel())
         pv = _probe_values(em, g, ref, a)   # dequantized by the Stream
@@ -227,7 +234,10 @@ def _verify(model, g, data, probed, em, feeds, twin_outs, twin_probes) -> dict:
             "xnnpack_vs_ref_max_abs_diff": max_diff,
             # Outputs that leave an integer op directly: the same difference in int8 steps.
             "xnnpack_vs_ref_max_lsb": {n: round(max_diff[n] / em.lsb[em.t[n]], 3)
-                                       for n in g.outputs if em.t[n] in em.lsb}}
+                                       for n in g.outputs if em.t[n] in em.lsb},
+            # share of output values on which the two resolvers are within ±1 step
+            "xnnpack_vs_ref_within_1lsb": {n: round(float(np.mean(np.concatenate(v) <= 1)), 5)
+                                           for n, v in lsb_diffs.items() if v}}
 
 
 def export(model: ir.Model, path, calib=None, **opts) -> dict:
@@ -238,7 +248,11 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
     opts: lossless (widen instead of re-quantizing weights that do not fit exactly),
     min_bits (2, 4, 8: the narrowest stored width; 8 = int8 everywhere), split_groups
     (False: re-quantize per-group scales per channel — smaller, less exact), calib_steps, seed,
-    verify (run both resolvers and check every integer layer), min_layer_snr_db.
+    verify (run both resolvers and check every integer layer), min_layer_snr_db,
+    full_integer (True: int8 activations end to end, see fullint.py; False: float ops between
+    the integer layers), io ("int8" inputs/outputs/states, or "float" with QUANTIZE and
+    DEQUANTIZE at the boundary), norm_bits (8, or 16: LayerNorm statistics at int16 — ~1.5 dB
+    closer on the tiny Conformer, ~6x slower in LiteRT, whose int16 ops XNNPACK does not run).
     Raises ValueError for bad input, unsupported ops, and layers that fail the check.
     """
     _check(model, path, calib, opts)
@@ -256,7 +270,8 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
                                        plans=plans, **o)
         full = None
         if o["full_integer"]:
-            data, probed, full = _full_integer(model, g, data, em, feeds, o["io"])
+            data, probed, full = _full_integer(model, g, data, em, feeds, o["io"],
+                                               o["norm_bits"])
         info = {"file": str(paths[gname]), "bytes": len(data), "weight_bytes": em.mb.const_bytes,
                 "inputs": list(g.inputs) + [s for s, _ in g.states],
                 "outputs": list(g.outputs) + [n for _, n in g.states if n not in g.outputs],
@@ -265,7 +280,8 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
                 "output_lsb": {n: em.lsb[em.t[n]] for n in g.outputs if em.t[n] in em.lsb}}
         if full is not None:
             # what is left float after the conversion (TFLite ops), not the IR's float ops
-            info.update(full_integer=True, io=o["io"], float_ops=full["float_ops"],
+            info.update(full_integer=True, io=o["io"], norm_bits=o["norm_bits"],
+                        float_ops=full["float_ops"],
                         tflite_ops=full["ops"], requantize_ops=full["requantize_ops"],
                         requantized_float_layers=full["requantized_float_layers"])
         else:

@@ -470,6 +470,14 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
             a, b = g.find(node), g.find(h[1])
             if a in span and b in span:
                 span[a] = (min(span[a][0], span[b][0]), max(span[a][1], span[b][1]))
+    for node, h in (hints or {}).items():   # "rsqrt_cap": 1/sqrt of the smallest v it sees
+        if h[0] == "rsqrt_cap" and node in g.parent and h[1] in g.parent:
+            a, b = g.find(node), g.find(h[1])
+            if a in span and b in span:
+                bits = 16 if b in wide_roots else 8
+                sv = (int16_grid if bits == 16 else int8_grid)(*span[b])[0]
+                cap = 1.1 / np.sqrt(sv * (RSQRT16_FLOOR if bits == 16 else RSQRT8_FLOOR))
+                span[a] = (span[a][0], min(span[a][1], cap))
 
     _floor_scales(mm, subs, g, span, wide_roots)
 
@@ -743,6 +751,7 @@ def _quantize_rest(mm: _Model, s: int, g: _Groups, grid, ranges, rep) -> None:
 
 
 RSQRT16_FLOOR = 16   # int16 steps: ε ≥ 2^-11 of the variance grid's top
+RSQRT8_FLOOR = 4     # int8 steps: ε ≥ 1/64 of it, so rstd's int8 grid stops at 8/sqrt(top)
 
 
 def _fix_rsqrt_eps(mm: _Model, s: int) -> None:
@@ -750,7 +759,10 @@ def _fix_rsqrt_eps(mm: _Model, s: int) -> None:
     of its output grid (else a zero variance rounds to 0). At int16 it adds at least
     `RSQRT16_FLOOR` steps: LiteRT's int16 RSQRT is a table that is 3x off in its lowest
     steps, more than the Newton steps after it can repair (rows of variance under 2^-11 of
-    the largest are damped: ~1 % at 1/50 of it). ε is put on the output's own grid (LiteRT's
+    the largest are damped: ~1 % at 1/50 of it). At int8, `RSQRT8_FLOOR` steps: rstd's int8
+    grid must stop at 1/sqrt(ε) (a constant row in the calibration data would otherwise
+    stretch it to 1/sqrt(1e-5) and leave ~2 steps for ordinary rows); rows of variance under
+    1/64 of the largest are damped. ε is put on the output's own grid (LiteRT's
     int16 ADD aborts the process when its two input scales are ~2^15 apart)."""
     sg = mm.m.subgraphs[s]
     prod = {int(o): op for op in sg.operators for o in op.outputs}
@@ -767,7 +779,7 @@ def _fix_rsqrt_eps(mm: _Model, s: int) -> None:
                 gr = _grid_of(sg.tensors[i])
                 val = (mm.const(sg, i).astype(np.float64) - gr[1]) * gr[0]
                 bits = 16 if sg.tensors[i].type == mm.T.INT16 else 8
-                floor = RSQRT16_FLOOR if bits == 16 else 1
+                floor = RSQRT16_FLOOR if bits == 16 else RSQRT8_FLOOR
                 code = np.maximum(np.rint(val / out[0]), floor) + out[1]
                 hi = (1 << (bits - 1)) - 1
                 mm.set_const(sg, i, np.clip(code, -hi - 1, hi).astype(

@@ -106,7 +106,8 @@ def emit(em, op, quantized: bool) -> None:
     em.op("MUL", [sgo, tc], [h_new], fb.MulOptionsT())
     # A full-integer file keeps the gates and the cell state at 16 bits (fullint.py), as
     # LiteRT's own integer LSTM does: an int8 cell state drifts over the steps.
-    em.wide.update((body_sg.index, i) for i in (g, *parts, si, sf, tg, sgo, fc_, ig, c, c_new, tc))
+    em.wide.update({(body_sg.index, i): "lstm"
+                    for i in (g, *parts, si, sf, tg, sgo, fc_, ig, c, c_new, tc)})
     at = em.new(n + "/at", (2,), "i32")
     em.op("CONCATENATION", [t, em.i32(n + "/zero", [0])], [at], fb.ConcatenationOptionsT())
     Y_new = em.new(n + "/Y_new", (T, H))

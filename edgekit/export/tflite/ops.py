@@ -72,9 +72,9 @@ class Emitter:
         self.body_probes: list[tuple[str, int]] = []
         self._i32: dict = {}
         self.lsb: dict[int, float] = {}  # DEQUANTIZE outputs: the int8 step they come from
-        # tensors a full-integer conversion should keep at 16 bits (fullint.py): LayerNorm's
-        # statistics, whose dynamic range int8 cannot hold
-        self.wide: set[tuple[int, int]] = set()   # (subgraph, tensor)
+        # tensors a full-integer conversion may keep at 16 bits (fullint.py): LayerNorm's
+        # statistics (with norm_bits=16) and the LSTM's gates and cell state
+        self.wide: dict[tuple[int, int], str] = {}   # (subgraph, tensor) -> "norm" | "lstm"
         self.range_hints: dict[tuple[int, int], tuple] = {}   # grid overrides (fullint)
 
     # ---- tensors -------------------------------------------------------------------------
@@ -459,7 +459,9 @@ class Emitter:
         self.op("RSQRT", [ve], [r0])
         newton = self._newton_rsqrt(n + "/n1", ve, r0, r1, red)
         newton += [r1] + self._newton_rsqrt(n + "/n2", ve, r1, r, red)
-        self.range_hints[(self.sg.index, mean)] = ("cover", (self.sg.index, self.tin(x)))
+        i = self.sg.index
+        self.range_hints[(i, mean)] = ("cover", (i, self.tin(x)))
+        self.range_hints.update({(i, t): ("rsqrt_cap", (i, ve)) for t in (r0, r1, r)})
         out = self.tout(op.outputs[0])
         steps = [("MUL", r, fb.MulOptionsT())]
         if gamma is not None:
@@ -472,7 +474,7 @@ class Emitter:
             self.op(name, [cur, other], [o], opt)
             cur = o
             made.append(o)
-        self.wide.update((self.sg.index, t) for t in made)
+        self.wide.update({(self.sg.index, t): "norm" for t in made})
 
     def _newton_rsqrt(self, n: str, v: int, r0: int, r: int, shape) -> list[int]:
         """r = r0·(1.5 − 0.5·v·r0²), one Newton step on r0 ≈ 1/sqrt(v) (two are used: error
@@ -489,7 +491,7 @@ class Emitter:
         self.op("ADD", [h, self.f32(n + "/three_halves", 1.5)], [c], fb.AddOptionsT())
         self.op("MUL", [r0, c], [r], fb.MulOptionsT())
         hints = {a: ("margin", 1.25), b: ("fixed", 0.0, 2.0), h: ("fixed", -1.0, 0.0),
-                 c: ("fixed", 0.0, 1.5), r0: ("margin", 1.1), r: ("margin", 1.05)}
+                 c: ("fixed", 0.0, 1.5)}
         self.range_hints.update({(self.sg.index, t): v for t, v in hints.items()})
         return [a, b, h, c]
 
