@@ -7,7 +7,8 @@ For each model: the fp32 PyTorch model is the reference. Rows:
 * `int8`, `int4`, `mixed`: compressed by edgekit's recipe, lowered, exported full-integer
   (int8 activations end to end, int8 I/O; report of float ops and widened layers included);
   `<recipe>-float`: the same model with float ops kept between the integer layers
-  (`full_integer=False`); `int4-pc`: int4 with per-channel re-quantized weights.
+  (`full_integer=False`); `<recipe>-n16`: full-integer with LayerNorm statistics at int16;
+  `int4-pc`: int4 with per-channel re-quantized weights.
 SNRs are on the streaming graph's output over a held-out utterance fed chunk by chunk
 (states carried): vs fp32 PyTorch and vs the compressed PyTorch model. Calibration uses a
 different utterance (seed 1) than the evaluation (seed 0). Latency: LiteRT, one thread,
@@ -162,7 +163,8 @@ def measure_model(name: str, size: str, recipes, seconds: float, iters: int, wor
                             "latency": latency(irf, af, iters), "seconds": round(time.time() - t0, 1)}
     except Exception as exc:  # the peer tool's own failure is a result, not a crash
         rows["aeq-int4"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-    variants = {"-pc": {"split_groups": False}, "-float": {"full_integer": False}}
+    variants = {"-pc": {"split_groups": False}, "-float": {"full_integer": False},
+                "-n16": {"norm_bits": 16}}
     base = list(dict.fromkeys(next((r[:-len(k)] for k in variants if r.endswith(k)), r)
                               for r in recipes))
     for r in base:

@@ -629,6 +629,7 @@ def _convert_mixed(mm: _Model, s: int, isl_ids: set, grid, span_of, rep) -> None
     sg = mm.m.subgraphs[s]
     ints = (mm.T.INT8, mm.T.INT16)
     ops = []
+    made: dict = {}   # (tensor, type, grid) -> converted tensor: one QUANTIZE per conversion
     for op in sg.operators:
         name = mm.name(op)
         outs = [int(o) for o in op.outputs]
@@ -643,17 +644,19 @@ def _convert_mixed(mm: _Model, s: int, isl_ids: set, grid, span_of, rep) -> None
             if i < 0 or mm.is_const(sg, i) or sg.tensors[i].type not in ints \
                     or sg.tensors[i].type == want:
                 continue
-            t = mm.new_tensor(sg, i, "/cvt", want)
             if name in SAME_GRID and (slots is None or k in slots):
                 gr = grid((s, outs[0]))
             elif want == mm.T.INT16:   # exact on (s8, 0) unless s8 is near 2^k
                 gr = (_off_pot(_grid_of(sg.tensors[i])[0]), 0)
             else:
                 gr = int8_grid(*span_of((s, i)))
-            sg.tensors[t].quantization = _qparams(gr)
-            ops.append(mm.new_op("QUANTIZE", [i], [t]))
-            op.inputs[k] = t
-            rep["requantize_ops"] += 1
+            key = (i, want, gr)
+            if key not in made:
+                made[key] = mm.new_tensor(sg, i, "/cvt", want)
+                sg.tensors[made[key]].quantization = _qparams(gr)
+                ops.append(mm.new_op("QUANTIZE", [i], [made[key]]))
+                rep["requantize_ops"] += 1
+            op.inputs[k] = made[key]
         ops.append(op)
     sg.operators = ops
 
