@@ -331,3 +331,32 @@ def test_export_qat_checkpoint_keeps_its_codes(tmp_path):
                tmp_path / "wrong.pt")
     line = one_line_error(run(str(tmp_path / "wrong.pt"), "-o", str(tmp_path / "o2")))
     assert "weights do not fit conformer tiny: Missing key" in line
+
+
+def test_export_rnnt_tflite_full_integer_and_its_options(tmp_path):
+    """`--format tflite`: full-integer files by default (int8 I/O), the summary line says so;
+    `--tflite-io float` / `--tflite-float-ops` reach the exporter."""
+    pytest.importorskip("ai_edge_litert.interpreter")
+    out = tmp_path / "out"
+    res = run("rnnt", "--bits", "8", "--calib", "1", "--steps", "2", "--format", "tflite",
+              "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert "tflite: full-integer, 0 float op(s) left" in res.output
+    graphs = json.loads((out / "export.json").read_text())["formats"]["tflite"][
+        "emitter_report"]["graphs"]
+    assert all(g["full_integer"] and g["io"] == "int8" and g["float_ops"] == {}
+               for g in graphs.values())
+    out2 = tmp_path / "out2"
+    res = run("rnnt", "--bits", "8", "--calib", "1", "--steps", "2", "--format", "tflite",
+              "--tflite-io", "float", "-o", str(out2))
+    assert res.exit_code == 0, res.output
+    graphs = json.loads((out2 / "export.json").read_text())["formats"]["tflite"][
+        "emitter_report"]["graphs"]
+    assert all(g["io"] == "float" for g in graphs.values())
+    out3 = tmp_path / "out3"
+    res = run("rnnt", "--bits", "8", "--calib", "1", "--steps", "2", "--format", "tflite",
+              "--tflite-float-ops", "-o", str(out3))
+    assert res.exit_code == 0, res.output
+    assert "integer layers, float between them" in res.output
+    res = run("rnnt", "--format", "tflite", "--tflite-norm-bits", "12", "-o", str(tmp_path / "x"))
+    assert res.exit_code == 2 and "12" in res.output
