@@ -338,14 +338,16 @@ def _grid_of(t) -> tuple[float, int] | None:
 
 # ---- 3. the conversion --------------------------------------------------------------------------
 def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
-            outputs=()) -> tuple[dict, dict]:
+            outputs=(), shortcut=None) -> tuple[dict, dict]:
     """Make `model` (a ModelT, changed in place) full-integer with calibrated `ranges`
     (from `ranges_from`). `wide`: (subgraph, tensor) pairs to keep at int16 (symmetric
     grids, LiteRT's 16-bit kernels), with QUANTIZE where they meet int8 tensors. `hints`:
     (subgraph, tensor) → ("fixed", lo, hi) replaces a group's calibrated range, ("margin",
     k) widens it k times (values the float calibration cannot show, e.g. the error of a
     table lookup that a later op corrects), ("cover", node) makes it cover that node's
-    range too (a mean covers its input's). `outputs`: main-subgraph tensors that are the
+    range too (a mean covers its input's). `shortcut`: (subgraph, tensor) → (subgraph,
+    tensor) whose consumers read the second instead (the ops left without a use go).
+    `outputs`: main-subgraph tensors that are the
     graph's results (not streaming states): their groups keep their calibrated grid.
     Returns (old → new main-subgraph tensor index map, report)."""
     if io not in ("int8", "float"):
@@ -354,6 +356,10 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
     subs = [0] + [bi for _, _, bi in mm.loops(0)] + [ci for _, ci, _ in mm.loops(0)]
     rep = {"requantize_ops": 0, "float_ops": Counter(), "requantized_float_layers": [],
            "io": io}
+    if shortcut:
+        _apply_alias(model, subs, dict(shortcut), rewrite_outputs=False)
+        for s in subs:
+            _dead_code(mm, s)
     for s in subs:
         _div_to_mul(mm, s)
         _unshare_consts(mm, s)
@@ -754,7 +760,7 @@ def _quantize_rest(mm: _Model, s: int, g: _Groups, grid, ranges, rep) -> None:
 
 
 RSQRT16_FLOOR = 16   # int16 steps: ε ≥ 2^-11 of the variance grid's top
-RSQRT8_FLOOR = 4     # int8 steps: ε ≥ 1/64 of it, so rstd's int8 grid stops at 8/sqrt(top)
+RSQRT8_FLOOR = 1     # int8 steps: ε ≥ one step, rstd's int8 grid stops at 1/sqrt(that)
 
 
 def _fix_rsqrt_eps(mm: _Model, s: int) -> None:
@@ -762,10 +768,9 @@ def _fix_rsqrt_eps(mm: _Model, s: int) -> None:
     of its output grid (else a zero variance rounds to 0). At int16 it adds at least
     `RSQRT16_FLOOR` steps: LiteRT's int16 RSQRT is a table that is 3x off in its lowest
     steps, more than the Newton steps after it can repair (rows of variance under 2^-11 of
-    the largest are damped: ~1 % at 1/50 of it). At int8, `RSQRT8_FLOOR` steps: rstd's int8
-    grid must stop at 1/sqrt(ε) (a constant row in the calibration data would otherwise
-    stretch it to 1/sqrt(1e-5) and leave ~2 steps for ordinary rows); rows of variance under
-    1/64 of the largest are damped. ε is put on the output's own grid (LiteRT's
+    the largest are damped: ~1 % at 1/50 of it). At int8 one step, and rstd's int8 grid
+    stops at 1/sqrt of it (a constant row in the calibration data would otherwise stretch it
+    to 1/sqrt(1e-5); a floor of 4 steps cost 3 dB on the tiny Conformer). ε is put on the output's own grid (LiteRT's
     int16 ADD aborts the process when its two input scales are ~2^15 apart)."""
     sg = mm.m.subgraphs[s]
     prod = {int(o): op for op in sg.operators for o in op.outputs}
@@ -790,7 +795,9 @@ def _fix_rsqrt_eps(mm: _Model, s: int) -> None:
                 sg.tensors[i].quantization = _qparams(out)
 
 
-def _apply_alias(model, subs, alias: dict) -> None:
+def _apply_alias(model, subs, alias: dict, rewrite_outputs: bool = True) -> None:
+    """Replace every use of an aliased tensor by its target: reads, the graph's I/O and,
+    with `rewrite_outputs`, op outputs (harmless once the op that wrote it is gone)."""
     def res(node):
         while node in alias:
             node = alias[node]
@@ -799,7 +806,8 @@ def _apply_alias(model, subs, alias: dict) -> None:
         sg = model.subgraphs[s]
         for op in sg.operators:
             op.inputs = [res((s, int(i))) if int(i) >= 0 else -1 for i in op.inputs]
-            op.outputs = [res((s, int(i))) for i in op.outputs]
+            if rewrite_outputs:
+                op.outputs = [res((s, int(i))) for i in op.outputs]
         sg.inputs = [res((s, int(i))) for i in sg.inputs]
         sg.outputs = [res((s, int(i))) for i in sg.outputs]
 

@@ -76,6 +76,7 @@ class Emitter:
         # statistics (with norm_bits=16) and the LSTM's gates and cell state
         self.wide: dict[tuple[int, int], str] = {}   # (subgraph, tensor) -> "norm" | "lstm"
         self.range_hints: dict[tuple[int, int], tuple] = {}   # grid overrides (fullint)
+        self.newton: dict[tuple[int, int], tuple[int, int]] = {}   # rstd -> its table value
 
     # ---- tensors -------------------------------------------------------------------------
     def tin(self, name: str | None) -> int:
@@ -460,6 +461,7 @@ class Emitter:
         newton = self._newton_rsqrt(n + "/n1", ve, r0, r1, red)
         newton += [r1] + self._newton_rsqrt(n + "/n2", ve, r1, r, red)
         i = self.sg.index
+        self.newton[(i, r)] = (i, r0)   # fullint drops the steps where rstd is int8
         self.range_hints[(i, mean)] = ("cover", (i, self.tin(x)))
         self.range_hints.update({(i, t): ("rsqrt_cap", (i, ve)) for t in (r0, r1, r)})
         out = self.tout(op.outputs[0])
