@@ -240,7 +240,8 @@ def ranges_from(keys: list[tuple], steps: list[list[np.ndarray]]) -> dict:
 
 # ---- 2. grids ---------------------------------------------------------------------------------
 def int8_grid(lo: float, hi: float) -> tuple[float, int]:
-    """Asymmetric int8 (scale, zero point) covering [lo, hi] and 0 (0 stays exact)."""
+    """Asymmetric int8 (scale, zero point) covering [lo, hi] and 0 (0 must be exact so that
+    zero padding and ReLU zeros stay exact)."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if hi - lo < 1e-8:
         hi = lo + 1e-8
@@ -815,29 +816,27 @@ def _apply_alias(model, subs, alias: dict, rewrite_outputs: bool = True) -> None
 def _float_io(mm: _Model) -> None:
     """Float graph inputs/outputs around the int8 graph (QUANTIZE in, DEQUANTIZE out)."""
     sg = mm.m.subgraphs[0]
-    pre, post = [], []
-    new_in = []
-    for i in sg.inputs:
+    new_in, pre = _float_side(mm, sg, sg.inputs, "QUANTIZE")
+    new_out, post = _float_side(mm, sg, sg.outputs, "DEQUANTIZE")
+    sg.operators = pre + list(sg.operators) + post
+    sg.inputs, sg.outputs = new_in, new_out
+
+
+def _float_side(mm: _Model, sg, ends, op_name: str) -> tuple[list, list]:
+    """(new I/O list, conversion ops) for one side: each int8 end gets a float twin that
+    takes its name (the int8 tensor becomes `<name>/q`)."""
+    new, ops = [], []
+    for i in ends:
         i = int(i)
         if sg.tensors[i].type != mm.T.INT8:
-            new_in.append(i)
+            new.append(i)
             continue
         f = mm.new_tensor(sg, i, "", mm.T.FLOAT32)
         sg.tensors[i].name = _tname(sg.tensors[i]) + "/q"
-        pre.append(mm.new_op("QUANTIZE", [f], [i]))
-        new_in.append(f)
-    new_out = []
-    for o in sg.outputs:
-        o = int(o)
-        if sg.tensors[o].type != mm.T.INT8:
-            new_out.append(o)
-            continue
-        f = mm.new_tensor(sg, o, "", mm.T.FLOAT32)
-        sg.tensors[o].name = _tname(sg.tensors[o]) + "/q"
-        post.append(mm.new_op("DEQUANTIZE", [o], [f]))
-        new_out.append(f)
-    sg.operators = pre + list(sg.operators) + post
-    sg.inputs, sg.outputs = new_in, new_out
+        ops.append(mm.new_op(op_name, [f], [i]) if op_name == "QUANTIZE"
+                   else mm.new_op(op_name, [i], [f]))
+        new.append(f)
+    return new, ops
 
 
 def _tname(t) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgekit.export import ir
 from edgekit.export.tflite import builder, lstm
+from edgekit.export.tflite.fullint import int8_grid
 from edgekit.export.tflite import weights as wplan
 
 IR_TO_TFL = {"f32": "f32", "i32": "i32", "i8": "i8", "u8": "u8", "i64": "i64"}
@@ -29,17 +30,6 @@ UNARY = {"relu": "RELU", "sigmoid": "LOGISTIC", "tanh": "TANH", "exp": "EXP", "l
 BINARY = {"add": ("ADD", "AddOptionsT"), "sub": ("SUB", "SubOptionsT"),
           "mul": ("MUL", "MulOptionsT"), "div": ("DIV", "DivOptionsT"),
           "matmul": ("BATCH_MATMUL", "BatchMatMulOptionsT")}
-
-
-def int8_grid(lo: float, hi: float) -> tuple[float, int]:
-    """Asymmetric int8 (scale, zero point) covering [lo, hi] and 0 (0 must be exact so that
-    zero padding and ReLU zeros stay exact)."""
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if hi - lo < 1e-8:
-        hi = lo + 1e-8
-    scale = (hi - lo) / 255.0
-    zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
-    return scale, zp
 
 
 def sym_grid(lo: float, hi: float) -> tuple[float, int]:
