@@ -34,7 +34,8 @@ class Emitter:
 
     def __init__(self, model: ir.Model, opset: int, flavor: str, exact_act: bool):
         self.model, self.opset, self.flavor, self.exact_act = model, opset, flavor, exact_act
-        self.b = self.outer = Builder()   # `b` is where nodes go (a Scan body switches it)
+        # `b` is where nodes go (a Scan body switches it)
+        self.b = self.outer = Builder(opset=opset)
         self.layers: list[dict] = []
         self._cache: dict = {}
 

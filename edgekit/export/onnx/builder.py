@@ -1,10 +1,12 @@
 """A small ONNX graph builder: unique names, deduplicated constants, value infos.
 
-Names are derived from the IR's tensor names plus a per-graph counter, in op order, so the
-same `ir.Model` always yields the same node/initializer names and therefore the same bytes.
+Names come from a per-graph counter in op order (plus the IR's names where the IR names a
+value), so the same `ir.Model` always yields the same names and therefore the same bytes.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import onnx
@@ -18,8 +20,8 @@ ELEM = {"f32": TensorProto.FLOAT, "i32": TensorProto.INT32, "i8": TensorProto.IN
 class Builder:
     """Collects nodes and initializers of one ONNX graph (or of a Scan body)."""
 
-    def __init__(self, prefix: str = ""):
-        self.prefix = prefix
+    def __init__(self, prefix: str = "", opset: int | None = None):
+        self.prefix, self.opset = prefix, opset
         self.nodes: list[onnx.NodeProto] = []
         self.inits: dict[str, onnx.TensorProto] = {}
         self._consts: dict[tuple, str] = {}
@@ -36,14 +38,21 @@ class Builder:
 
         Intermediate values and the nodes that only produce them get short names ("#12"):
         on a small model long module paths on every edge cost more bytes than a 4-bit layer.
-        The node that produces an IR tensor is named after the IR op (its module path)."""
+        The node that produces an IR tensor is named after the IR op (its module path).
+        Attributes equal to the schema's default are left out (same meaning, fewer bytes)."""
         if isinstance(outputs, int):
             outputs = [self.tmp() for _ in range(outputs)]
         self._n += 1
         named = hint and any("#" not in o for o in outputs)
         name = f"{self.prefix}{hint if named else ''}#{self._n}"
-        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain or None,
-                                           **attrs))
+        node = helper.make_node(op, inputs, outputs, name=name, domain=domain or None, **attrs)
+        defaults = _schema_defaults(op, domain, self.opset)
+        keep = [a for a in node.attribute
+                if a.SerializeToString() != defaults.get(a.name, b"")]
+        if len(keep) != len(node.attribute):
+            del node.attribute[:]
+            node.attribute.extend(keep)
+        self.nodes.append(node)
         return outputs
 
     def one(self, op: str, inputs: list[str], hint: str = "", **attrs) -> str:
@@ -57,8 +66,11 @@ class Builder:
         self.inits[tensor.name] = tensor
         return tensor.name
 
-    def const(self, value, dtype=np.float32, hint: str = "c") -> str:
-        """A constant initializer; small constants with equal value share one name."""
+    def const(self, value, dtype=np.float32, hint: str = "") -> str:
+        """A constant initializer; small constants with equal value share one name.
+
+        `hint` (an IR name) only for float weights, where it costs nothing next to the data;
+        scales, grids and shapes stay "#<n>" (on a small 4-bit model, names add up)."""
         arr = np.ascontiguousarray(np.asarray(value, dtype=dtype))
         key = None
         if arr.size <= 16:
@@ -76,6 +88,19 @@ class Builder:
         if name not in self.inits:
             self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(arr), name)
         return name
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_defaults(op: str, domain: str, opset: int | None) -> dict[str, bytes]:
+    """Attribute name -> serialized default value of `op` at `opset` ({} when unknown)."""
+    if domain or opset is None:
+        return {}
+    try:
+        schema = onnx.defs.get_schema(op, opset, "")
+    except onnx.defs.SchemaError:
+        return {}
+    return {k: a.default_value.SerializeToString() for k, a in schema.attributes.items()
+            if a.default_value.name == k}
 
 
 def value_info(name: str, dtype: str, shape) -> onnx.ValueInfoProto:

@@ -64,7 +64,7 @@ def qlstm(e, op):
     gx = e.qmatmul(xd, w_ih, op)                                          # (1, T, 4H)
     biases = [e.value(v) for v in (b_ih, b_hh) if v is not None]         # outer scope too
 
-    cell = Builder(prefix=f"{op.name}/cell/")
+    cell = Builder(prefix=f"{op.name}/cell/", opset=b.opset)
     # Body names carry the op's prefix: a subgraph must not shadow a name of the outer graph.
     h_in, c_in, gx_t, h_out, c_out, y_t = (cell.prefix + n for n in
                                            ("h_in", "c_in", "gx_t", "h_out", "c_out", "y_t"))

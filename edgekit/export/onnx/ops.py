@@ -27,21 +27,27 @@ def act_quant(e, x: str, act_mode: int, zp: int, scale: float, hint: str) -> str
     exactly like the IR). act_mode 1 (per-row dynamic grid) has no ONNX op and is built from
     ReduceMax/Round/Clip.
     """
+    # Two consumers of one tensor on one grid (a gated conv's filter and gate) share one QDQ.
+    key = ("act", e.b, x, act_mode, zp, float(scale), e.exact_act)
+    return e.cached(key, lambda: _act_quant(e, x, act_mode, zp, scale, hint))
+
+
+def _act_quant(e, x: str, act_mode: int, zp: int, scale: float, hint: str) -> str:
     b = e.b
     if act_mode == 0:
         if not np.isfinite(scale) or scale <= 0 or not -128 <= zp <= 127:
             raise ValueError(f"{hint}: bad activation grid scale={scale}, zp={zp}")
-        s = b.const(np.float32(scale), hint="x_scale")
+        s = b.const(np.float32(scale))
         if e.exact_act:
-            inv = b.const(np.float32(1.0) / np.float32(scale), hint="x_inv_scale")
-            zf = b.const(np.float32(zp), hint="x_zp")
+            inv = b.const(np.float32(1.0) / np.float32(scale))
+            zf = b.const(np.float32(zp))
             r = b.one("Add", [b.one("Round", [b.one("Mul", [x, inv], hint)], hint), zf], hint)
             q = b.one("Clip", [r, b.const(np.float32(-128)), b.const(np.float32(127))], hint)
             return b.one("Mul", [b.one("Sub", [q, zf], hint), s], hint)
         # The uint8 grid shifted by 128 rounds and clamps identically; an int8 one trips
         # onnxruntime 1.31's S8->U8 rewrite + MatMul/Gemm fusion on x86 (the session fails
         # to load: "output_dtype INT8 does not match y_zero_point type UINT8").
-        z = b.const(np.uint8(zp + 128), np.uint8, hint="x_zp")
+        z = b.const(np.uint8(zp + 128), np.uint8)
         q = b.one("QuantizeLinear", [x, s, z], hint)
         return b.one("DequantizeLinear", [q, s, z], hint)
     if act_mode == 1:
@@ -93,11 +99,15 @@ def _conv(e, op, onnx_op, x, w, ints):
     inputs = [x, w] + ([e.value(bias)] if bias is not None else [])
     if onnx_op == "Conv":
         stride, pl, pr, dil, groups = ints[:5]
-        _out(e, op, "Conv", inputs, strides=[stride], pads=[pl, pr], dilations=[dil], group=groups)
+        attrs = {"strides": [stride], "pads": [pl, pr], "dilations": [dil], "group": groups}
     else:
         stride, pad, opad, dil, groups = ints[:5]
-        _out(e, op, "ConvTranspose", inputs, strides=[stride], pads=[pad, pad],
-             output_padding=[opad], dilations=[dil], group=groups)
+        attrs = {"strides": [stride], "pads": [pad, pad], "output_padding": [opad],
+                 "dilations": [dil], "group": groups}
+    # Absent strides/dilations mean 1 and absent pads/output_padding 0 (no schema default
+    # to strip them by): ~40 bytes per conv on a small codec.
+    unit = {"strides": [1], "dilations": [1], "pads": [0, 0], "output_padding": [0]}
+    _out(e, op, onnx_op, inputs, **{k: v for k, v in attrs.items() if unit.get(k) != v})
 
 
 def conv1d(e, op):

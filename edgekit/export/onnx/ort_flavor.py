@@ -58,9 +58,9 @@ def matmulnbits(e, op, x: str, wname: str):
     if w.ngroups == 1:
         scales = np.repeat(scales, B.shape[1], axis=1)
     o = e.outer
-    bname = o.add_init(helper.make_tensor(o.tmp(f"{wname}.B"), TensorProto.UINT8,
+    bname = o.add_init(helper.make_tensor(o.tmp(), TensorProto.UINT8,
                                           list(B.shape), B.tobytes(), raw=True))
-    sname = o.const(scales.reshape(-1), hint=f"{wname}.scales")
+    sname = o.const(scales.reshape(-1))
     y = e.b.one("MatMulNBits", [x, bname, sname], op.name, domain="com.microsoft",
                 K=w.K, N=w.N, bits=w.bits, block_size=block)
     widened = ["sparse stored dense (zero code)"] if w.mask is not None else []

@@ -111,13 +111,11 @@ def _layout(a: np.ndarray, kn: bool) -> np.ndarray:
     return np.ascontiguousarray(a.T if kn else a)
 
 
-def _scale_operand(b: Builder, scales: np.ndarray, kn: bool, hint: str) -> tuple[str, dict, int]:
+def _scale_operand(b: Builder, scales: np.ndarray, kn: bool) -> tuple[str, dict, int]:
     """DequantizeLinear scale + attributes: per-channel (1-D) or blocked (same rank)."""
     if scales.shape[1] == 1:
-        return (b.const(scales[:, 0], hint=f"{hint}.scale"), {"axis": 1 if kn else 0},
-                scales.size * 4)
-    return (b.const(_layout(scales, kn), hint=f"{hint}.scale"), {"axis": 0 if kn else 1},
-            scales.size * 4)
+        return b.const(scales[:, 0]), {"axis": 1 if kn else 0}, scales.size * 4
+    return b.const(_layout(scales, kn)), {"axis": 0 if kn else 1}, scales.size * 4
 
 
 def dequantized(b: Builder, w: Decoded, opset: int, kn: bool, hint: str,
@@ -156,14 +154,14 @@ def _uniform(b, w: Decoded, prog, opset, kn, hint, out_shape=None):
     per_channel_nd = out_shape is not None and not kn and w.ngroups == 1
     if per_channel_nd:   # stored in the consumer's shape: no Reshape node (axis 0 = rows)
         shape = tuple(out_shape)
-    tq, nbytes = int_tensor(b.tmp(f"{hint}.q"), _layout(q, kn), elem, shape)
+    tq, nbytes = int_tensor(b.tmp(), _layout(q, kn), elem, shape)
     qname = b.add_init(tq)
-    sname, attrs, sbytes = _scale_operand(b, scales, kn, hint)
+    sname, attrs, sbytes = _scale_operand(b, scales, kn)
     inputs = [qname, sname]
     if zp is not None:
         zarr = np.broadcast_to(zp[:, None], scales.shape)
         zarr = zarr[:, 0] if scales.shape[1] == 1 else _layout(zarr, kn)
-        tz, zbytes = int_tensor(b.tmp(f"{hint}.zp"), zarr, elem, zarr.shape)
+        tz, zbytes = int_tensor(b.tmp(), zarr, elem, zarr.shape)
         inputs.append(b.add_init(tz))
         nbytes += zbytes
     if scales.shape[1] > 1:
@@ -204,21 +202,20 @@ def _gather(b, w: Decoded, opset, kn, hint):
     if cb > w.bits:
         widened.append(f"{w.bits}-bit codes stored as {TYPE_NAMES[UNSIGNED[cb]]}")
     shape = (w.K, w.N) if kn else (w.N, w.K)
-    tq, nbytes = int_tensor(b.tmp(f"{hint}.codes"), _layout(codes, kn), UNSIGNED[cb], shape)
+    tq, nbytes = int_tensor(b.tmp(), _layout(codes, kn), UNSIGNED[cb], shape)
     idx = b.one("Cast", [b.add_init(tq)], hint=hint, to=TensorProto.INT64)
     if tables.shape[0] == 1:
-        table = b.one("Cast", [b.const(tables[0], np.int8, f"{hint}.codebook")], hint=hint,
-                      to=TensorProto.FLOAT)
+        table = b.one("Cast", [b.const(tables[0], np.int8)], hint=hint, to=TensorProto.FLOAT)
         vals = b.one("Gather", [table, idx], hint=hint, axis=0)
     else:
-        table = b.one("Cast", [b.const(_layout(tables, kn), np.int8, f"{hint}.codebook")],
+        table = b.one("Cast", [b.const(_layout(tables, kn), np.int8)],
                       hint=hint, to=TensorProto.FLOAT)
         vals = b.one("GatherElements", [table, idx], hint=hint, axis=1 if not kn else 0)
     nbytes += tables.size
     scale = _expanded_scales(b, w, kn, hint)
     y = b.one("Mul", [vals, scale], hint=hint)
     if mask is not None:
-        m = b.const(_layout(mask, kn), np.bool_, f"{hint}.mask")
+        m = b.const(_layout(mask, kn), np.bool_)
         y = b.one("Where", [m, y, b.const(np.float32(0))], hint=hint)
         nbytes += mask.size
     kind = f"blocked({w.group_size})" if w.ngroups > 1 else "per-channel"
@@ -230,15 +227,15 @@ def _gather(b, w: Decoded, opset, kn, hint):
 def _expanded_scales(b: Builder, w: Decoded, kn: bool, hint: str) -> str:
     """Scales broadcastable to the weight: (N,) / (N, 1), or groups expanded to every k."""
     if w.ngroups == 1:
-        return b.const(w.scales[:, 0] if kn else w.scales, hint=f"{hint}.scale")
+        return b.const(w.scales[:, 0] if kn else w.scales)
     G, gs = w.ngroups, w.group_size
     if kn:  # (G, N) -> (G, gs, N) -> (G·gs, N) -> first K rows
-        s = b.const(w.scales.T.reshape(G, 1, w.N), hint=f"{hint}.scale")
+        s = b.const(w.scales.T.reshape(G, 1, w.N))
         full = b.one("Expand", [s, b.const([G, gs, w.N], np.int64)], hint=hint)
         flat = b.one("Reshape", [full, b.const([G * gs, w.N], np.int64)], hint=hint)
         axis = 0
     else:
-        s = b.const(w.scales.reshape(w.N, G, 1), hint=f"{hint}.scale")
+        s = b.const(w.scales.reshape(w.N, G, 1))
         full = b.one("Expand", [s, b.const([w.N, G, gs], np.int64)], hint=hint)
         flat = b.one("Reshape", [full, b.const([w.N, G * gs], np.int64)], hint=hint)
         axis = 1
