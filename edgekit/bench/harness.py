@@ -88,10 +88,16 @@ def _meta_for(path: Path) -> dict:
 
 
 def _state_pairs(path: Path, graph: str | None) -> list[list[str]]:
-    """(state, next value) names of the graph, from the same-stem .ekm ([] without one)."""
+    """(state, next value) names of the graph, from the same-stem .ekm ([] without one). A
+    per-graph file `<stem>.<graph>.tflite` (multi-graph models) reads `<stem>.ekm`'s
+    `<graph>`."""
     ekm_path = path.with_suffix(".ekm")
     if not ekm_path.is_file():
-        return []
+        stem, _, own = path.stem.rpartition(".")
+        ekm_path = path.with_name(stem + ".ekm")
+        if not stem or not ekm_path.is_file():
+            return []
+        graph = graph or own
     from edgekit.bench.estimate import graph_name
     from edgekit.export import ekm as ekm_io
 

@@ -203,6 +203,27 @@ def test_litert_carries_the_graph_states(model_dir, tmp_path):
     assert res["streaming"]["chunk_ms"] == 40.0
 
 
+def test_litert_carries_the_states_of_a_per_graph_file(tmp_path):
+    """A multi-graph model writes `<stem>.<graph>.tflite`: its states come from `<stem>.ekm`'s
+    graph of that name (they were not carried at all before)."""
+    pytest.importorskip("ai_edge_litert")
+    from edgekit.bench.harness import _state_pairs
+    from edgekit.export import ekm, tflite
+
+    from edgekit.export import ir
+
+    a, b = streaming_model(), two_graph_model()   # a graph with states + one without
+    tensors = {**a.tensors, **{k: v for k, v in b.tensors.items() if k not in ("x", "W", "enc")}}
+    m = ir.Model(tensors, {"step": a.graphs["step"], "predictor": b.graphs["predictor"]},
+                 a.meta)
+    ekm.write(m, tmp_path / "model.ekm")
+    tflite.export(m, tmp_path / "model.tflite")
+    pairs = _state_pairs(tmp_path / "model.step.tflite", None)
+    assert pairs == [list(p) for p in m.graphs["step"].states] and pairs
+    assert _state_pairs(tmp_path / "model.predictor.tflite", None) == []
+    assert _state_pairs(tmp_path / "other.predictor.tflite", None) == []
+
+
 def test_paced_mode_reports_lag(tmp_path):
     pytest.importorskip("onnxruntime")
     write_matmul_onnx(tmp_path / "mm.onnx")
