@@ -9,12 +9,14 @@ feeds on every backend; per graph output the SNR is computed over all calls toge
   the result (`backend`);
 * `onnx`: onnxruntime (one thread, default graph optimisations but
   `session.qdq_matmulnbits_accuracy_level` = 0, so that a fused MatMulNBits keeps float
-  activations: the file's own arithmetic); `tflite`: LiteRT (XNNPACK).
+  activations: the file's own arithmetic); `tflite`: LiteRT (XNNPACK). A file onnxruntime
+  refuses to load or run raises ValueError with onnxruntime's first line (not its traceback).
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -111,7 +113,12 @@ class OrtRunner:
         if accuracy_level is not None:
             opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level",
                                           accuracy_level)
-        self.s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except _ort_errors() as exc:
+            raise ValueError(f"onnxruntime cannot load {Path(path).name}: {_first_line(exc)}") \
+                from None
+        self.name = Path(path).name
         g = model.graphs[graph]
         self.outputs = list(g.outputs)
         self.state = {s: np.zeros(model.tensors[s].shape, ir.NP_DTYPES[model.tensors[s].dtype])
@@ -119,10 +126,26 @@ class OrtRunner:
 
     def step(self, feed: dict) -> dict:
         names = [o.name for o in self.s.get_outputs()]
-        res = dict(zip(names, self.s.run(names, {**feed, **self.state})))
+        try:
+            res = dict(zip(names, self.s.run(names, {**feed, **self.state})))
+        except _ort_errors() as exc:
+            raise ValueError(f"onnxruntime cannot run {self.name}: {_first_line(exc)}") from None
         for s in self.state:
             self.state[s] = res[s + ":next"]
         return {o: res[o] for o in self.outputs}
+
+
+def _ort_errors() -> tuple:
+    """What onnxruntime raises for a file it refuses: its pybind error classes (Fail,
+    InvalidGraph, NotImplemented, ...: plain Exception subclasses) and RuntimeError."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as C
+    own = [v for v in vars(C).values() if isinstance(v, type) and issubclass(v, Exception)]
+    return (RuntimeError, *own)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class TfliteRunner:

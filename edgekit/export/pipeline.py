@@ -483,9 +483,17 @@ def _emit_and_check(cfg, fmts, model_ir, model, fp32, specs, feeds, calib_feeds,
         rep = emit(fmt, model_ir, path, calib_feeds, cfg.options)
         par, backend = {}, None
         for spec in specs:
-            runner = _runner(fmt, rep, path, model_ir, spec.name, cfg.prefer_runtime)
-            backend = getattr(runner, "backend", fmt)
-            got = parity.run_steps(runner, feeds[spec.name])
+            try:
+                runner = _runner(fmt, rep, path, model_ir, spec.name, cfg.prefer_runtime)
+                backend = getattr(runner, "backend", fmt)
+                got = parity.run_steps(runner, feeds[spec.name])
+            except ValueError as exc:
+                # a file its runtime refuses to load or run (onnxruntime: a fusion it has no
+                # kernel for; LiteRT: a graph it rejects) is one line, not a trace
+                if isinstance(exc, EdgekitError):
+                    raise
+                raise EdgekitError(f"{fmt} parity check of graph {spec.name} failed: "
+                                   f"{_one_line(exc)}") from None
             par[spec.name] = parity.compare(got, ref_q[spec.name], ref_f[spec.name])
         entry = {"file_bytes": int(rep.get("file_bytes", rep.get("bytes", 0))), "backend": backend,
                  "parity": par, "steps": cfg.steps,

@@ -360,3 +360,24 @@ def test_export_rnnt_tflite_full_integer_and_its_options(tmp_path):
     assert "integer layers, float between them" in res.output
     res = run("rnnt", "--format", "tflite", "--tflite-norm-bits", "12", "-o", str(tmp_path / "x"))
     assert res.exit_code == 2 and "12" in res.output
+
+
+def test_onnxruntime_refusing_the_file_is_one_line_exit_2(tmp_path, user_file, monkeypatch):
+    """onnxruntime rejecting the written file (e.g. the INT2 QLinearConv fusion of 1.32,
+    docs/export-onnx.md) is a one-line error with exit 2, not a traceback, and leaves nothing."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph
+
+    def refuse(path, *args, **kwargs):
+        raise InvalidGraph("[ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid model. "
+                           "Type Error: Type 'tensor(int2)' of input parameter (#7) of operator "
+                           "(QLinearConv) in node (conv#11) is invalid.\nsecond line")
+
+    monkeypatch.setattr(ort, "InferenceSession", refuse)
+    out = tmp_path / "u"
+    line = one_line_error(run(f"{user_file}:make", "--input-shape", "1,20,80", "--bits", "2",
+                              "--calib", "1", "--steps", "1", "--format", "onnx",
+                              "-o", str(out)))
+    assert "onnx parity check of graph" in line and "onnxruntime cannot load model.onnx" in line
+    assert "(QLinearConv) in node (conv#11) is invalid." in line and "second line" not in line
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["net.py"]

@@ -135,6 +135,22 @@ def _reshaped(b: Builder, y: str, shape, hint: str) -> str:
     return y if shape is None else b.one("Reshape", [y, b.const(list(shape), np.int64)], hint)
 
 
+def _unfusable(b: Builder, y: str, hint: str) -> str:
+    """`y` through a one-input `Sum` (a copy): keeps a 2-bit weight's DequantizeLinear from
+    feeding Conv directly.
+
+    onnxruntime 1.32 (default options, any accuracy level) fuses DequantizeLinear(INT2/UINT2
+    weight) -> bias-less Conv -> QuantizeLinear into a QLinearConv, which has no 2-bit kernel,
+    and the session fails to load ("Type 'tensor(int2)' of input parameter ... of operator
+    (QLinearConv) ... is invalid"). It neither removes nor folds a one-input Sum (Identity,
+    Cast to float, Mul by 1, Add of 0 and Dropout are all removed, and the fusion comes back),
+    and its QDQ selectors want the DequantizeLinear as the Conv's direct input. Same values,
+    no constant, ~25 bytes per conv. INT4/INT8 weights do not get it: onnxruntime's int8 conv
+    fusion must stay (and 1.32 does not fuse an INT4 one). Weights that already reach their
+    consumer through Reshape (grouped scales, ConvTranspose's regrouping) need nothing."""
+    return b.one("Sum", [y], hint)
+
+
 def _uniform(b, w: Decoded, prog, opset, kn, hint, out_shape=None):
     d, z = prog
     cb = container(w.bits, opset)
@@ -169,6 +185,8 @@ def _uniform(b, w: Decoded, prog, opset, kn, hint, out_shape=None):
     y = b.one("DequantizeLinear", inputs, hint=hint, **attrs)
     if not per_channel_nd:
         y = _reshaped(b, y, out_shape, hint)
+    elif cb == 2:
+        y = _unfusable(b, y, hint)
     kind = f"blocked({w.group_size})" if scales.shape[1] > 1 else "per-channel"
     widened = []
     if cb > w.bits:
