@@ -73,6 +73,9 @@ def test_full_integer_file_has_no_float_activation_and_the_kernels_grids(tmp_pat
     assert ln["mean"][0] == ln["rstd0"][0] == ln["var_eps"][0] == "INT8"
     assert "rstd" not in ln   # no Newton steps at int8: rstd is RSQRT's own (exact) table
     assert "RSQRT" in _ops(data) and "DEQUANTIZE" not in _ops(data)
+    fm = fullint.load(data)   # replaced float constants leave no buffer behind
+    used = {int(t.buffer) for sg in fm.subgraphs for t in sg.tensors}
+    assert used | {0} == set(range(len(fm.buffers)))
     for want, got in _compare(m, tmp_path / "b.tflite", feeds):
         for r in RESOLVERS:
             assert snr_db(want["y"], got[r]["y"]) > 30, r

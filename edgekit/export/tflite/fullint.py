@@ -29,8 +29,12 @@ This pass turns that graph into a full-integer one, the way a post-training conv
    A tensor whose range contained −inf (an attention mask) gets a grid reaching
    `MASK_SPAN` below its maximum, so masked scores saturate to the bottom code and SOFTMAX
    gives them probability 0 at int8 resolution.
-3. Graph inputs, outputs and streaming states are int8 (`io="int8"`, integer-only devices)
+3. Tensors the caller marks `wide` (the LSTM's gates and cell state; LayerNorm statistics
+   with norm_bits=16) are int16 on symmetric grids, with a QUANTIZE wherever they meet int8.
+4. Graph inputs, outputs and streaming states are int8 (`io="int8"`, integer-only devices)
    or keep the float interface with QUANTIZE/DEQUANTIZE at the boundary (`io="float"`).
+
+docs/export-tflite.md says why each rule is there (with the measurements that led to it).
 
 Everything here works on LiteRT's flatbuffer object API (`ModelT`); tensor indices of the main
 subgraph are compacted at the end and the old → new map is returned.
@@ -575,6 +579,7 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
     for s in subs:
         _dead_code(mm, s)
     index_map = _compact(mm, 0)
+    _drop_unused_buffers(model)
     return index_map, rep
 
 
@@ -852,6 +857,18 @@ def _dead_code(mm: _Model, s: int) -> None:
         if len(keep) == len(sg.operators):
             return
         sg.operators = keep
+
+
+def _drop_unused_buffers(model) -> None:
+    """Constants replaced by their quantized copies (and tensors compacted away) leave their
+    old buffers behind: a file would carry both. Buffer 0 (the empty sentinel) stays."""
+    used = {0} | {int(t.buffer) for sg in model.subgraphs for t in sg.tensors}
+    keep = [i for i in range(len(model.buffers)) if i in used]
+    new = {old: k for k, old in enumerate(keep)}
+    model.buffers = [model.buffers[i] for i in keep]
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            t.buffer = new[int(t.buffer)]
 
 
 def _compact(mm: _Model, s: int) -> dict:
