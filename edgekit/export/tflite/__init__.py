@@ -226,6 +226,12 @@ def _verify(model, g, data, probed, em, feeds, twin_outs, twin_probes) -> dict:
         pv = _probe_values(em, g, ref, a)   # dequantized by the Stream
         for key in em.probes:
             r = tp[key[:-2]]  # "<graph>/<op>/<what>_q" ↔ the twin's "<graph>/<op>/<what>"
+            q = em.sg.quant_of(em.probes[key])
+            if q is not None:
+                # a full-integer file may produce the layer straight on the next layer's
+                # input grid (fullint: adoption); what that grid clips, the IR clips too
+                (s,), (z,) = q[0][:1], q[1][:1]
+                r = np.clip(r, (-128 - z) * s, (127 - z) * s)
             layer[key][0].append(r.ravel())
             layer[key][1].append(np.asarray(pv[key], np.float64).ravel())
 
