@@ -220,6 +220,9 @@ def test_streaming_states_are_int8_and_start_at_real_zero(tmp_path):
     g = m.graphs["step"]
     s = Stream(data, g.inputs, [a for a, _ in g.states], rep["graphs"]["step"]["outputs"],
                dict(g.states), "ref")
+    # the file's I/O keep the IR names (runners, the bench, find states by name)
+    assert [d["name"] for d in s._in] == list(g.inputs) + [a for a, _ in g.states]
+    assert [d["name"] for d in s._out] == rep["graphs"]["step"]["outputs"]
     for name, d in zip(s.states, s._in[len(s.inputs):]):
         assert d["dtype"] in (np.int8, np.int16)
         assert np.all(s.state[name] == d["quantization"][1])   # zero point = real 0

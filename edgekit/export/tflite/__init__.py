@@ -93,6 +93,8 @@ def _full_integer(model: ir.Model, g: ir.Graph, data: bytes, em: Emitter, feeds,
                                      outputs=[em.t[n] for n in g.outputs])
     # IR names of the graph's inputs/outputs follow their positions; other names and the
     # probes follow the index map (a removed tensor's probe is dropped)
+    sg.inputs, sg.outputs = list(sg.inputs), list(sg.outputs)
+    fullint.name_io(em.mb._model, ins, base)
     pos = dict(zip(old_in, sg.inputs)) | dict(zip(old_out, sg.outputs))
     em.t = {n: pos.get(i, index_map.get(i, -1)) for n, i in em.t.items()}
     em.t = {n: i for n, i in em.t.items() if i >= 0}

@@ -859,6 +859,34 @@ def _dead_code(mm: _Model, s: int) -> None:
         sg.operators = keep
 
 
+def name_io(model, inputs: list[str], outputs: list[str]) -> None:
+    """Give the main subgraph's inputs and outputs these names, in order (removing a
+    DEQUANTIZE can leave a layer's own tensor as a graph output, under its own name; runners
+    find states by name). A tensor at two places (an output that is also an input or another
+    output) gets a copy for the second, so each place has its name."""
+    fb = _fb()
+    mm = _Model(model)
+    sg = model.subgraphs[0]
+    seen: set = set()
+    for ends, names in ((sg.inputs, inputs), (sg.outputs, outputs)):
+        for k, (t, name) in enumerate(zip(list(ends), names)):
+            t = int(t)
+            if t in seen:
+                shape = [int(d) for d in sg.tensors[t].shape]
+                dims = mm.new_tensor(sg, t, "/shape", mm.T.INT32)
+                sg.tensors[dims].shape = [len(shape)]
+                mm.set_const(sg, dims, np.asarray(shape, np.int32))
+                copy_ = mm.new_tensor(sg, t, "/copy")
+                sg.tensors[copy_].quantization = sg.tensors[t].quantization
+                opt = fb.ReshapeOptionsT()
+                opt.newShape = shape
+                sg.operators = list(sg.operators) + [mm.new_op("RESHAPE", [t, dims], [copy_], opt)]
+                ends[k] = copy_
+                t = copy_
+            seen.add(t)
+            sg.tensors[t].name = name
+
+
 def _drop_unused_buffers(model) -> None:
     """Constants replaced by their quantized copies (and tensors compacted away) leave their
     old buffers behind: a file would carry both. Buffer 0 (the empty sentinel) stays."""
