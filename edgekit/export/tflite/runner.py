@@ -108,7 +108,14 @@ def survives(model: bytes, inputs, states, outputs, state_next: dict, feeds) -> 
     rd, wr = os.pipe()
     pid = os.fork()
     if pid == 0:   # child: no Python cleanup, only an exit status and a message
+        import faulthandler
+
         os.close(rd)
+        # quiet: the parent reports how the child ended (no "Fatal Python error" dump, no
+        # LiteRT log lines twice)
+        faulthandler.disable()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
         code, msg = 0, b""
         try:
             for r in ("ref", "default"):
