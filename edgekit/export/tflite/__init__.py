@@ -83,10 +83,7 @@ def _full_integer(model: ir.Model, g: ir.Graph, data: bytes, em: Emitter, feeds,
     ranges = fullint.ranges_from(keys, steps)
     sg = em.sg._g
     old_in, old_out = list(sg.inputs), list(sg.outputs)
-    # int8 statistics: LiteRT's int8 RSQRT is exact per input step, so the Newton steps
-    # (there for the int16 table) would only add roundings — rstd is the table's value
-    shortcut = {} if norm_bits == 16 else em.newton
-    index_map, rep = fullint.convert(em.mb._model, ranges, io=io, shortcut=shortcut,
+    index_map, rep = fullint.convert(em.mb._model, ranges, io=io,
                                      wide={k for k, v in em.wide.items()
                                            if v == "lstm" or norm_bits == 16},
                                      hints=em.range_hints,

@@ -161,8 +161,14 @@ class ModelBuilder:
 
     def finish(self) -> bytes:
         """The serialized .tflite (file identifier TFL3)."""
-        import flatbuffers
+        return pack_model(self._model)
 
-        b = flatbuffers.Builder(self.const_bytes + 4096)
-        b.Finish(self._model.Pack(b), file_identifier=b"TFL3")
-        return bytes(b.Output())
+
+def pack_model(model) -> bytes:
+    """A `ModelT` (object API) serialized as a .tflite (file identifier TFL3)."""
+    import flatbuffers
+
+    size = sum(len(b.data) for b in model.buffers if b.data is not None)
+    b = flatbuffers.Builder(size + 65536)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())

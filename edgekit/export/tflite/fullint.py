@@ -47,6 +47,9 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from edgekit.export.tflite.builder import _fb
+from edgekit.export.tflite.builder import pack_model as pack
+
 BIG = 1e30         # |values| past this are masks (±inf, or ±FLT_MAX after LiteRT's clamps)
 MASK_SPAN = 16.0   # exp(-16) < 1/256 / 24 keys: a masked score rounds to probability 0
 FIXED_OUT = {"LOGISTIC": (1.0 / 256, -128), "SOFTMAX": (1.0 / 256, -128), "TANH": (1.0 / 128, 0)}
@@ -67,22 +70,9 @@ INT8_OPS = {"ADD", "SUB", "MUL", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM", "RS
 WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
-def _fb():
-    import ai_edge_litert.schema_py_generated as fb
-    return fb
-
-
 def load(data: bytes):
+    """A .tflite as LiteRT's object API (`ModelT`), to change and `pack` again."""
     return _fb().ModelT.InitFromPackedBuf(bytearray(data), 0)
-
-
-def pack(model) -> bytes:
-    import flatbuffers
-
-    size = sum(len(b.data) for b in model.buffers if b.data is not None)
-    b = flatbuffers.Builder(size + 65536)
-    b.Finish(model.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
 
 
 class _Model:
@@ -237,8 +227,10 @@ def ranges_from(keys: list[tuple], steps: list[list[np.ndarray]]) -> dict:
                 r[0] = min(r[0], float(fin.min()))
             if kind in ("value", "max") and fin.size:
                 r[1] = max(r[1], float(fin.max()))
-            r[2] = r[2] or bool(np.any(v <= -BIG)) if kind != "max" else r[2]
-            r[3] = r[3] or bool(np.any(v >= BIG)) if kind != "min" else r[3]
+            if kind != "max":
+                r[2] = r[2] or bool(np.any(v <= -BIG))
+            if kind != "min":
+                r[3] = r[3] or bool(np.any(v >= BIG))
     return out
 
 
@@ -343,28 +335,22 @@ def _grid_of(t) -> tuple[float, int] | None:
 
 # ---- 3. the conversion --------------------------------------------------------------------------
 def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
-            outputs=(), shortcut=None) -> tuple[dict, dict]:
+            outputs=()) -> tuple[dict, dict]:
     """Make `model` (a ModelT, changed in place) full-integer with calibrated `ranges`
     (from `ranges_from`). `wide`: (subgraph, tensor) pairs to keep at int16 (symmetric
     grids, LiteRT's 16-bit kernels), with QUANTIZE where they meet int8 tensors. `hints`:
     (subgraph, tensor) → ("fixed", lo, hi) replaces a group's calibrated range, ("margin",
     k) widens it k times (values the float calibration cannot show, e.g. the error of a
     table lookup that a later op corrects), ("cover", node) makes it cover that node's
-    range too (a mean covers its input's). `shortcut`: (subgraph, tensor) → (subgraph,
-    tensor) whose consumers read the second instead (the ops left without a use go).
-    `outputs`: main-subgraph tensors that are the
-    graph's results (not streaming states): their groups keep their calibrated grid.
+    range too (a mean covers its input's), ("rsqrt_cap", node) caps it at 1/sqrt of the
+    smallest value `node`'s grid lets through RSQRT. `outputs`: main-subgraph tensors that
+    are the graph's results (not streaming states): their groups keep their calibrated grid.
     Returns (old → new main-subgraph tensor index map, report)."""
     if io not in ("int8", "float"):
         raise ValueError(f"io must be 'int8' or 'float', got {io!r}")
     mm = _Model(model)
     subs = [0] + [bi for _, _, bi in mm.loops(0)] + [ci for _, ci, _ in mm.loops(0)]
-    rep = {"requantize_ops": 0, "float_ops": Counter(), "requantized_float_layers": [],
-           "io": io}
-    if shortcut:
-        _apply_alias(model, subs, dict(shortcut), rewrite_outputs=False)
-        for s in subs:
-            _dead_code(mm, s)
+    rep = {"requantize_ops": 0, "float_ops": Counter(), "requantized_float_layers": []}
     for s in subs:
         _div_to_mul(mm, s)
         _unshare_consts(mm, s)
@@ -494,9 +480,9 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
 
     def grid(node):
         r = g.find(node)
-        if r in wide_roots:
-            return g.fixed[r] if r in g.fixed else int16_grid(*span.get(r, (0.0, 0.0)))
-        return g.fixed[r] if r in g.fixed else int8_grid(*span.get(r, (0.0, 0.0)))
+        if r in g.fixed:
+            return g.fixed[r]
+        return (int16_grid if r in wide_roots else int8_grid)(*span.get(r, (0.0, 0.0)))
 
     # ---- rewrite
     for s in subs:
@@ -552,7 +538,7 @@ def convert(model, ranges: dict, io: str = "int8", wide=(), hints=None,
     isl_ids = {id(op) for _, op in islands}
     for s in subs:
         _convert_mixed(mm, s, isl_ids, grid, lambda n: span.get(g.find(n), (0.0, 0.0)), rep)
-        _quantize_rest(mm, s, g, grid, ranges, rep)
+        _quantize_rest(mm, s, rep)
         _fix_rsqrt_eps(mm, s)
     # equal-grid QUANTIZE / DEQUANTIZE become aliases
     alias = {}
@@ -674,9 +660,6 @@ def _convert_mixed(mm: _Model, s: int, isl_ids: set, grid, span_of, rep) -> None
 
 
 def _is_int8_capable(mm, sg, op, name) -> bool:
-    if name in ("CAST",):
-        return not any(sg.tensors[int(i)].type == mm.T.FLOAT32 for i in
-                       list(op.inputs) + list(op.outputs) if int(i) >= 0)
     if name in INT8_OPS:
         return True
     # ops on integer/bool tensors only (LESS, CAST between ints, ...) are untouched
@@ -715,7 +698,7 @@ def _unshare_consts(mm: _Model, s: int) -> None:
             seen.add(i)
 
 
-def _quantize_rest(mm: _Model, s: int, g: _Groups, grid, ranges, rep) -> None:
+def _quantize_rest(mm: _Model, s: int, rep) -> None:
     """Float constants left after grouping: arithmetic operands get their own per-tensor
     grid; float weight layers get per-channel int8 weights and an int32 bias."""
     sg = mm.m.subgraphs[s]
@@ -801,9 +784,8 @@ def _fix_rsqrt_eps(mm: _Model, s: int) -> None:
                 sg.tensors[i].quantization = _qparams(out)
 
 
-def _apply_alias(model, subs, alias: dict, rewrite_outputs: bool = True) -> None:
-    """Replace every use of an aliased tensor by its target: reads, the graph's I/O and,
-    with `rewrite_outputs`, op outputs (harmless once the op that wrote it is gone)."""
+def _apply_alias(model, subs, alias: dict) -> None:
+    """Replace every use of an aliased tensor (whose writer is gone) by its target."""
     def res(node):
         while node in alias:
             node = alias[node]
@@ -812,8 +794,7 @@ def _apply_alias(model, subs, alias: dict, rewrite_outputs: bool = True) -> None
         sg = model.subgraphs[s]
         for op in sg.operators:
             op.inputs = [res((s, int(i))) if int(i) >= 0 else -1 for i in op.inputs]
-            if rewrite_outputs:
-                op.outputs = [res((s, int(i))) for i in op.outputs]
+            op.outputs = [res((s, int(i))) for i in op.outputs]
         sg.inputs = [res((s, int(i))) for i in sg.inputs]
         sg.outputs = [res((s, int(i))) for i in sg.outputs]
 

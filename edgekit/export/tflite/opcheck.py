@@ -15,20 +15,15 @@ import copy
 
 import numpy as np
 
+from edgekit.export.tflite.builder import _fb, pack_model
+from edgekit.export.tflite.fullint import _Model, load
 from edgekit.export.tflite.runner import interpreter
-
-
-def _fb():
-    import ai_edge_litert.schema_py_generated as fb
-    return fb
 
 
 def _one_op(model, op) -> tuple[bytes, list[int], list[int]]:
     """`model` reduced to operator `op` of its first subgraph, with only that op's tensors and
     buffers (packing the whole model once per op would dominate the check). Returns the file
     and the original tensor indices of its inputs and outputs, in the one-op graph's order."""
-    import flatbuffers
-
     fb = _fb()
     sg = model.subgraphs[0]
     used = [int(i) for i in list(op.inputs) + list(op.outputs) if i >= 0]
@@ -54,9 +49,7 @@ def _one_op(model, op) -> tuple[bytes, list[int], list[int]]:
     one.inputs = [i for i in o.inputs if i >= 0 and i not in const]
     one.outputs = list(o.outputs)
     m.subgraphs = [one]
-    b = flatbuffers.Builder(1 << 16)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output()), [used[i] for i in one.inputs], [used[i] for i in one.outputs]
+    return pack_model(m), [used[i] for i in one.inputs], [used[i] for i in one.outputs]
 
 
 def per_op_max_lsb(data: bytes, feeds: list[dict]) -> dict[str, float]:
@@ -64,9 +57,9 @@ def per_op_max_lsb(data: bytes, feeds: list[dict]) -> dict[str, float]:
     reference| in int8 steps (an int16 step is 1/256 of one) over `feeds` (lists of input
     arrays in the file's input order)."""
     fb = _fb()
-    model = fb.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model = load(data)
     sg = model.subgraphs[0]
-    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    names = _Model(model)   # op names
     ref = interpreter(data, "ref", preserve=True)
     ins = ref.get_input_details()
     worst: dict[str, float] = {}
@@ -86,7 +79,7 @@ def per_op_max_lsb(data: bytes, feeds: list[dict]) -> dict[str, float]:
             if k not in cut:
                 one, ins_, _ = _one_op(model, op)
                 cut[k] = (ins_, interpreter(one, "ref"), interpreter(one, "default"))
-            key = f"{k}:{names.get(model.operatorCodes[op.opcodeIndex].builtinCode, '?')}"
+            key = f"{k}:{names.name(op)}"
             got = []
             for it in cut[k][1:]:
                 for d, src in zip(it.get_input_details(), cut[k][0]):

@@ -66,7 +66,6 @@ class Emitter:
         # statistics (with norm_bits=16) and the LSTM's gates and cell state
         self.wide: dict[tuple[int, int], str] = {}   # (subgraph, tensor) -> "norm" | "lstm"
         self.range_hints: dict[tuple[int, int], tuple] = {}   # grid overrides (fullint)
-        self.newton: dict[tuple[int, int], tuple[int, int]] = {}   # rstd -> its table value
 
     # ---- tensors -------------------------------------------------------------------------
     def tin(self, name: str | None) -> int:
@@ -446,21 +445,27 @@ class Emitter:
         self.op("MEAN", [sq, axis], [var], keep)
         ve, r = self.new(n + "/var_eps", red), self.new(n + "/rstd", red)
         self.op("ADD", [var, self.f32(n + "/eps", op.floats[0])], [ve], fb.AddOptionsT())
-        r0, r1 = self.new(n + "/rstd0", red), self.new(n + "/rstd1", red)
-        self.op("RSQRT", [ve], [r0])
-        newton = self._newton_rsqrt(n + "/n1", ve, r0, r1, red)
-        newton += [r1] + self._newton_rsqrt(n + "/n2", ve, r1, r, red)
+        stats, rstds = [mean, d, sq, var, ve], [r]
+        if self.opts.get("full_integer") and self.opts.get("norm_bits") == 16:
+            # int16 statistics: LiteRT's int16 RSQRT is a table that needs repair (int8's
+            # is exact per input step, and float needs none)
+            r0, r1 = self.new(n + "/rstd0", red), self.new(n + "/rstd1", red)
+            self.op("RSQRT", [ve], [r0])
+            rstds += [r0, r1]
+            stats += self._newton_rsqrt(n + "/n1", ve, r0, r1, red)
+            stats += self._newton_rsqrt(n + "/n2", ve, r1, r, red)
+        else:
+            self.op("RSQRT", [ve], [r])
         i = self.sg.index
-        self.newton[(i, r)] = (i, r0)   # fullint drops the steps where rstd is int8
         self.range_hints[(i, mean)] = ("cover", (i, self.tin(x)))
-        self.range_hints.update({(i, t): ("rsqrt_cap", (i, ve)) for t in (r0, r1, r)})
+        self.range_hints.update({(i, t): ("rsqrt_cap", (i, ve)) for t in rstds})
         out = self.tout(op.outputs[0])
         steps = [("MUL", r, fb.MulOptionsT())]
         if gamma is not None:
             steps.append(("MUL", self.tin(gamma), fb.MulOptionsT()))
         if beta is not None:
             steps.append(("ADD", self.tin(beta), fb.AddOptionsT()))
-        cur, made = d, [mean, d, sq, var, ve, r0, r, *newton]
+        cur, made = d, stats + rstds
         for j, (name, other, opt) in enumerate(steps):
             o = out if j == len(steps) - 1 else self.new(f"{n}/ln{j}", shape)
             self.op(name, [cur, other], [o], opt)
@@ -470,9 +475,9 @@ class Emitter:
 
     def _newton_rsqrt(self, n: str, v: int, r0: int, r: int, shape) -> list[int]:
         """r = r0·(1.5 − 0.5·v·r0²), one Newton step on r0 ≈ 1/sqrt(v) (two are used: error
-        e → 1.5·e² each). In float it changes nothing; in a full-integer file it repairs
-        LiteRT's int16 RSQRT, a table whose error grows to ~9 % for inputs near 1 % of the
-        grid's top and ~14 % at 0.1 % (rows of small variance). The
+        e → 1.5·e² each), written only for int16 LayerNorm statistics: it repairs LiteRT's
+        int16 RSQRT, a table whose error grows to ~9 % for inputs near 1 % of the grid's top
+        and ~14 % at 0.1 % (rows of small variance). In float it changes nothing. The
         product is formed as (v·r0)·r0 so no intermediate spans more than sqrt of v's range;
         the ones that sit at ~1 get fixed grids with headroom for r0's error (`range_hints`)."""
         fb = builder._fb()
