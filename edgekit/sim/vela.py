@@ -90,15 +90,24 @@ def cross_check(ekm_path: str | Path, tflite_path: str | Path, prof: dict,
     Vela for the same configuration. MAC layers are matched by module path (Vela names its
     ops `<module path>/<suffix>`; a conv's layout transposes are left out: only rows with
     MACs count). Returns totals, the matched layers and the rank correlation."""
+    from edgekit.export import ekm
     from edgekit.sim import simulate
 
-    sim = simulate.simulate_file(ekm_path, prof, graph, residency=None)
+    try:
+        model = ekm.read(ekm_path)
+    except ekm.EkmError as exc:
+        raise ValueError(str(exc)) from None  # the reader's message already names the file
+    sim = simulate.simulate(model, prof, graph, residency=None)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         vela = run_vela(tflite_path, prof, tmp)
+    # A graph output keeps its IR name in the TFLite file (runners find it by name) and Vela
+    # names a layer after its output tensor: such a name maps back to the layer's module path.
+    layer_of = {o: op.name for g in model.graphs.values() for op in g.ops
+                for o in op.outputs if o in g.outputs}
     vela_by: dict[str, float] = {}
     for row in vela["layers"]:
         if row["target"] == "NPU" and row["macs"] > 0:
-            key = row["name"].split("/", 1)[0]
+            key = layer_of.get(row["name"], row["name"].split("/", 1)[0])
             vela_by[key] = vela_by.get(key, 0.0) + row["cycles"]
     sim_by: dict[str, int] = {}
     for r in sim["layers"]:
