@@ -259,8 +259,8 @@ def export(model: ir.Model, path, calib=None, **opts) -> dict:
     verify (run both resolvers and check every integer layer), min_layer_snr_db,
     full_integer (True: int8 activations end to end, see fullint.py; False: float ops between
     the integer layers), io ("int8" inputs/outputs/states, or "float" with QUANTIZE and
-    DEQUANTIZE at the boundary), norm_bits (8, or 16: LayerNorm statistics at int16 — ~1.5 dB
-    closer on the tiny Conformer, ~6x slower in LiteRT, whose int16 ops XNNPACK does not run).
+    DEQUANTIZE at the boundary), norm_bits (8, or 16: LayerNorm statistics at int16 — 3.4 dB
+    closer on the tiny Conformer, 5x slower in LiteRT, whose int16 ops XNNPACK does not run).
     Raises ValueError for bad input, unsupported ops, and layers that fail the check.
     """
     _check(model, path, calib, opts)
